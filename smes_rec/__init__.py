@@ -1,0 +1,1 @@
+"""smes-rec: SMES sparse multi-task mixture-of-experts ranking on TorchRec."""
