@@ -1,0 +1,34 @@
+"""The output type shared by SMES and every baseline arch."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from smes_rec.modules.routing import Routing, RoutingTelemetry, routing_telemetry
+
+__all__ = ["ArchOutput", "dense_routing"]
+
+
+class ArchOutput(NamedTuple):
+    """What a multi-task arch returns.
+
+    Attributes:
+        task_reprs: ``[T, B, H]`` one representation per task and instance.
+        aux_loss: Scalar auxiliary loss, unweighted (SMES: the load-balancing loss; dense baselines: 0).
+        routing: Routing decision and telemetry; dense archs report every expert as selected.
+    """
+
+    task_reprs: torch.Tensor
+    aux_loss: torch.Tensor
+    routing: RoutingTelemetry
+
+
+def dense_routing(probs_BTE: torch.Tensor) -> RoutingTelemetry:
+    """Telemetry of a dense mixture: every task selects every expert, with its softmax probability as the gate."""
+    B, T, E = probs_BTE.shape
+    # arange(E) built from a tensor (not a device argument) so that fx can trace it.
+    ids_E = torch.ones_like(probs_BTE[0, 0], dtype=torch.int64).cumsum(0) - 1
+    ids_BTE = ids_E.expand(B, T, E)
+    return routing_telemetry(Routing(ids_BTK=ids_BTE, gates_BTK=probs_BTE, probs_BTE=probs_BTE), E)

@@ -1,0 +1,172 @@
+"""SMES progressive expert routing, the global multi-gate load-balancing loss, and routing telemetry.
+
+Pure functions on tensors; no parameters live here (the router projection belongs to ``SMESArch``).
+
+Legend:
+    B   instances in the batch
+    T   tasks
+    E   experts in the shared pool
+    S   task-shared experts per instance (K_s)
+    A   task-adaptive experts per task and instance (K_a)
+    K   experts per task, S + A
+
+Algorithm (DESIGN.md §2): per task ``p_t = softmax(z_t)`` over all E experts (float32). Stage I pools the task
+distributions, ``s_e = sum_t w_t p_{t,e}``, and takes ``S = top-K_s(s)`` once per instance for every task. Stage II
+lets each task take ``top-K_a`` of its own logits over the experts outside S. Gates renormalise ``p_t`` over the K
+chosen experts. Ties are broken towards the lower expert index (stable sort), so routing is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "Routing",
+    "RoutingTelemetry",
+    "expert_membership",
+    "multi_gate_load_balance_loss",
+    "progressive_route",
+    "routing_telemetry",
+]
+
+
+class Routing(NamedTuple):
+    """The routing decision for one batch.
+
+    Attributes:
+        ids_BTK: int64 expert ids; ``[:, :, :S]`` is the shared set (identical across tasks, descending pooled
+            score), ``[:, :, S:]`` the task's adaptive experts (descending task logit).
+        gates_BTK: float32 gates, ``p_t`` renormalised over the task's K experts (each row sums to 1).
+        probs_BTE: float32 per-task softmax over all E experts.
+    """
+
+    ids_BTK: torch.Tensor
+    gates_BTK: torch.Tensor
+    probs_BTE: torch.Tensor
+
+
+class RoutingTelemetry(NamedTuple):
+    """The routing decision plus the statistics reported by training and evaluation.
+
+    Attributes:
+        ids_BTK: As in :class:`Routing`.
+        gates_BTK: As in :class:`Routing`.
+        probs_BTE: As in :class:`Routing`.
+        num_unique_B: int64 ``|U_b|``, the experts instance b actually executes.
+        expert_load_E: float32 share of the executed (instance, expert) pairs run by each expert (sums to 1).
+        load_cv: float32 scalar, coefficient of variation (std / mean) of the executed pairs per expert.
+        selection_TE: int64 counts of how many instances task t routed to expert e.
+    """
+
+    ids_BTK: torch.Tensor
+    gates_BTK: torch.Tensor
+    probs_BTE: torch.Tensor
+    num_unique_B: torch.Tensor
+    expert_load_E: torch.Tensor
+    load_cv: torch.Tensor
+    selection_TE: torch.Tensor
+
+
+def _top_k_stable(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores along the last dim, descending, ties to the lower index."""
+    return torch.sort(scores_XE, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def progressive_route(
+    logits_BTE: torch.Tensor,
+    task_weights_T: torch.Tensor,
+    k_shared: int,
+    k_adaptive: int,
+) -> Routing:
+    """Routes every instance: K_s task-shared experts chosen jointly, then K_a task-adaptive experts per task.
+
+    With ``k_shared=0`` this is the classic independent per-task top-K (each task takes the top ``k_adaptive`` of
+    its own logits); with ``k_adaptive=0`` every task uses the shared set alone.
+
+    Args:
+        logits_BTE: Router logits ``z``; computed in float32 here whatever their dtype.
+        task_weights_T: Positive task weights ``w_t`` for the pooled stage-I score.
+        k_shared: K_s, shared experts per instance.
+        k_adaptive: K_a, adaptive experts per task and instance.
+
+    Returns:
+        A :class:`Routing` with ``ids_BTK``, ``gates_BTK`` and ``probs_BTE``.
+    """
+    logits_BTE = logits_BTE.float()
+    B, T, E = logits_BTE.shape
+    probs_BTE = torch.softmax(logits_BTE, dim=-1)
+
+    # Stage I: one shared set per instance from the task-weighted pooled distribution.
+    pooled_BE = torch.einsum("bte,t->be", probs_BTE, task_weights_T.to(probs_BTE.dtype))
+    shared_BS = _top_k_stable(pooled_BE, k_shared)
+    shared_BTS = shared_BS.unsqueeze(1).expand(B, T, k_shared)
+
+    # Stage II: each task ranks its own logits over the experts outside S.
+    in_shared_BE = torch.zeros_like(pooled_BE, dtype=torch.bool).scatter(1, shared_BS, True)
+    outside_BTE = logits_BTE.masked_fill(in_shared_BE.unsqueeze(1), float("-inf"))
+    adaptive_BTA = _top_k_stable(outside_BTE, k_adaptive)
+
+    ids_BTK = torch.cat([shared_BTS, adaptive_BTA], dim=-1)
+    chosen_BTK = probs_BTE.gather(-1, ids_BTK)
+    gates_BTK = chosen_BTK / chosen_BTK.sum(dim=-1, keepdim=True)
+    return Routing(ids_BTK=ids_BTK, gates_BTK=gates_BTK, probs_BTE=probs_BTE)
+
+
+def multi_gate_load_balance_loss(probs_BTE: torch.Tensor, ids_BTK: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """The global multi-gate load-balancing loss, one statistic pooled over all task gates.
+
+    ``L_lb = (E / K) * sum_e fbar_e * pbar_e`` with ``fbar_e`` the selection frequency of expert e over every
+    (instance, task) and ``pbar_e`` its mean routing probability. It is 1.0 under perfectly uniform routing and
+    grows as load concentrates. Gradients flow through ``pbar`` (the selection is discrete).
+
+    Args:
+        probs_BTE: Per-task softmax over all experts.
+        ids_BTK: Selected experts per task.
+        num_experts: E.
+
+    Returns:
+        A float32 scalar.
+    """
+    B, T, K = ids_BTK.shape
+    selected_BTE = torch.zeros_like(probs_BTE).scatter(-1, ids_BTK, 1.0)
+    fbar_E = selected_BTE.mean(dim=(0, 1))  # sums to K
+    pbar_E = probs_BTE.float().mean(dim=(0, 1))  # sums to 1
+    return (num_experts / K) * (fbar_E * pbar_E).sum()
+
+
+def expert_membership(ids_BTK: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """``[B, E]`` bool: whether instance b executes expert e, i.e. e is in ``U_b = ∪_t K_t(b)``."""
+    B = ids_BTK.size(0)
+    member_BE = ids_BTK.new_zeros((B, num_experts), dtype=torch.bool)
+    return member_BE.scatter(1, ids_BTK.reshape(B, -1), True)
+
+
+def routing_telemetry(routing: Routing, num_experts: int) -> RoutingTelemetry:
+    """Adds execution and load statistics to a routing decision (all tensors; no host sync).
+
+    Args:
+        routing: The output of :func:`progressive_route` (or an equivalent dense routing).
+        num_experts: E.
+
+    Returns:
+        A :class:`RoutingTelemetry`.
+    """
+    ids_BTK = routing.ids_BTK
+    member_BE = expert_membership(ids_BTK, num_experts)
+    pairs_E = member_BE.sum(dim=0).float()
+    expert_load_E = pairs_E / pairs_E.sum().clamp_min(1.0)
+    load_cv = pairs_E.std(correction=0) / pairs_E.mean().clamp_min(1e-12)
+    T = ids_BTK.size(1)
+    ids_TX = ids_BTK.transpose(0, 1).reshape(T, -1)
+    selection_TE = ids_BTK.new_zeros((T, num_experts)).scatter_add(1, ids_TX, torch.ones_like(ids_TX))
+    return RoutingTelemetry(
+        ids_BTK=ids_BTK,
+        gates_BTK=routing.gates_BTK,
+        probs_BTE=routing.probs_BTE,
+        num_unique_B=member_BE.sum(dim=1),
+        expert_load_E=expert_load_E,
+        load_cv=load_cv,
+        selection_TE=selection_TE,
+    )
