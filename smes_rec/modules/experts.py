@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ def grouped_mlp(
     out_dtype = x_PD.dtype
     h = x_PD
     last = len(weights) - 1
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = torch._grouped_mm(h.to(compute_dtype), w.to(compute_dtype), offs=offsets_G).to(out_dtype)
         # Padding rows (group G) read a zero bias, so whatever the kernel leaves in them never reaches a gradient.
         h = h + torch.cat([b, b.new_zeros(1, b.size(1))]).index_select(0, group_of_row_P)
@@ -84,14 +85,14 @@ class GroupedMLP(nn.Module):
         self.activate_last = activate_last
         dims = [in_features, *layer_widths]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(num_groups, d_in, d_out)) for d_in, d_out in zip(dims[:-1], dims[1:])
+            nn.Parameter(torch.empty(num_groups, d_in, d_out)) for d_in, d_out in pairwise(dims)
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.empty(num_groups, d_out)) for d_out in dims[1:])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """The distribution of ``nn.Linear``'s default initialisation, independently per group."""
-        for w, b in zip(self.weights, self.biases):
+        for w, b in zip(self.weights, self.biases, strict=True):
             bound = 1.0 / math.sqrt(w.size(1))
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -107,13 +108,13 @@ class GroupedMLP(nn.Module):
     def forward_all(self, x_BD: torch.Tensor) -> torch.Tensor:
         """Dense execution: every group on every row. Returns ``[G, B, H]``."""
         h = x_BD.unsqueeze(0)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = self._activate(i, torch.matmul(h, w) + b.unsqueeze(1))
         return h
 
     def forward_per_group(self, x_GBD: torch.Tensor) -> torch.Tensor:
         """Group g on its own input ``x_GBD[g]``. Returns ``[G, B, H]``."""
         h = x_GBD
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = self._activate(i, torch.baddbmm(b.unsqueeze(1), h, w))
         return h

@@ -53,8 +53,9 @@ def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
                 return _convert(value, option, path, source)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{_where(path, source)}: {value!r} matches no type "
-                          f"of {_type_name(tp)}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{_where(path, source)}: {value!r} matches no type of {_type_name(tp)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
@@ -71,7 +72,8 @@ def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
         elif origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{_where(path, source)}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(_convert(v, a, f"{path}[{i}]", source) for i, (v, a) in pairs)
         item_tp = args[0] if args else Any
         items = [_convert(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
         return tuple(items)  # frozen configs hold tuples, never mutable lists
