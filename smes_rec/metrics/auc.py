@@ -56,13 +56,24 @@ class GAUCResult(NamedTuple):
     num_rows_used: torch.Tensor
 
 
-def _check_inputs(
+def check_auc_inputs(
     preds_N: torch.Tensor,
     labels_N: torch.Tensor,
     weights_N: torch.Tensor | None,
     groups_N: torch.Tensor | None = None,
 ) -> None:
-    """Raises ``ValueError`` on mismatched shapes or values the definitions do not cover."""
+    """Validates the inputs of :func:`auc`, :func:`per_group_auc` and :func:`gauc`.
+
+    Args:
+        preds_N: ``[N]`` floating-point scores.
+        labels_N: ``[N]`` labels.
+        weights_N: ``[N]`` example weights, or None.
+        groups_N: ``[N]`` group ids, or None.
+
+    Raises:
+        ValueError: on mismatched shapes, non-float scores, NaN scores, labels other than 0/1, negative or
+            non-finite weights, or non-integer group ids.
+    """
     tensors = {"preds_N": preds_N, "labels_N": labels_N}
     if weights_N is not None:
         tensors["weights_N"] = weights_N
@@ -160,7 +171,7 @@ def auc(preds_N: torch.Tensor, labels_N: torch.Tensor, weights_N: torch.Tensor |
     Raises:
         ValueError: on shape mismatch, NaN scores, labels other than 0/1, or negative / non-finite weights.
     """
-    _check_inputs(preds_N, labels_N, weights_N)
+    check_auc_inputs(preds_N, labels_N, weights_N)
     group_N = torch.zeros(preds_N.numel(), dtype=torch.long, device=preds_N.device)
     return _auc_by_group(preds_N, labels_N, weights_N, group_N, num_groups=1)[0]
 
@@ -185,14 +196,12 @@ def per_group_auc(
     Raises:
         ValueError: as :func:`auc`, or when ``groups_N`` is not an integer tensor.
     """
-    _check_inputs(preds_N, labels_N, weights_N, groups_N)
+    check_auc_inputs(preds_N, labels_N, weights_N, groups_N)
     group_ids_G, group_N = torch.unique(groups_N.long(), sorted=True, return_inverse=True)
     num_groups = group_ids_G.numel()
     auc_G = _auc_by_group(preds_N, labels_N, weights_N, group_N, num_groups)
     has_weight_N = torch.ones_like(group_N) if weights_N is None else (weights_N > 0).long()
-    num_rows_G = torch.zeros(num_groups, dtype=torch.long, device=preds_N.device).index_add_(
-        0, group_N, has_weight_N
-    )
+    num_rows_G = torch.zeros(num_groups, dtype=torch.long, device=preds_N.device).index_add_(0, group_N, has_weight_N)
     return PerGroupAUC(group_ids_G=group_ids_G, auc_G=auc_G, num_rows_G=num_rows_G)
 
 

@@ -178,9 +178,7 @@ def normalized_entropy(
     return binary_metrics(preds_N, labels_N, weights_N, eps).ne
 
 
-def calibration(
-    preds_N: torch.Tensor, labels_N: torch.Tensor, weights_N: torch.Tensor | None = None
-) -> torch.Tensor:
+def calibration(preds_N: torch.Tensor, labels_N: torch.Tensor, weights_N: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean prediction over weighted mean label (0-dim float64); see :func:`binary_metrics`."""
     return binary_metrics(preds_N, labels_N, weights_N).calibration
 

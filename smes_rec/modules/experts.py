@@ -20,6 +20,20 @@ from torch import nn
 __all__ = ["GroupedMLP", "grouped_mlp"]
 
 
+def _grouped_matmul(x_PD: torch.Tensor, w_GDF: torch.Tensor, offsets_G: torch.Tensor) -> torch.Tensor:
+    """``x[rows of g] @ w[g]`` for every group g; rows past ``offsets_G[-1]`` are left to the kernel."""
+    row_bytes = 16 // x_PD.element_size()
+    if x_PD.size(1) % row_bytes == 0 and w_GDF.size(2) % row_bytes == 0:
+        return torch._grouped_mm(x_PD, w_GDF, offs=offsets_G)
+    # The grouped kernel needs 16-byte-aligned rows; other widths take a per-group loop (a host read on GPU).
+    outs, start = [], 0
+    for g, end in enumerate(offsets_G.tolist()):
+        outs.append(x_PD[start:end] @ w_GDF[g])
+        start = end
+    outs.append(x_PD.new_zeros(x_PD.size(0) - start, w_GDF.size(2)))  # padding rows, if any
+    return torch.cat(outs)
+
+
 def grouped_mlp(
     x_PD: torch.Tensor,
     offsets_G: torch.Tensor,
@@ -32,7 +46,7 @@ def grouped_mlp(
 
     Rows must be sorted by group; ``offsets_G[g]`` is the end (exclusive) of group g's rows, so rows past
     ``offsets_G[-1]`` are padding that no group owns. On CUDA the GEMMs run in bfloat16 (the grouped-GEMM kernel's
-    type); on CPU in the input's dtype.
+    type); on CPU in the input's dtype. Layer widths that are multiples of 8 keep every layer on the grouped kernel.
 
     Args:
         x_PD: Inputs, sorted by group.
@@ -50,7 +64,7 @@ def grouped_mlp(
     h = x_PD
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        h = torch._grouped_mm(h.to(compute_dtype), w.to(compute_dtype), offs=offsets_G).to(out_dtype)
+        h = _grouped_matmul(h.to(compute_dtype), w.to(compute_dtype), offsets_G).to(out_dtype)
         # Padding rows (group G) read a zero bias, so whatever the kernel leaves in them never reaches a gradient.
         h = h + torch.cat([b, b.new_zeros(1, b.size(1))]).index_select(0, group_of_row_P)
         if i < last or activate_last:
