@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from smes_rec.metrics.auc import auc, gauc_from_partial_sums, gauc_partial_sums, per_group_auc
-from smes_rec.metrics.distributed import distributed_auc, distributed_gauc_partial_sums
+from smes_rec.metrics.distributed import all_reduce_sum, distributed_auc, distributed_gauc_partial_sums
 from smes_rec.metrics.pointwise import BinarySums, binary_metrics_from_sums, binary_sums
 
 
@@ -195,14 +195,14 @@ class MultiTaskEvaluator:
         self._validate(preds_TB, labels_TB, weights_TB, group_ids_B, hint)
         # float64 predictions are kept as they are: rounding them to float32 could create ties.
         pred_dtype = torch.float64 if preds_TB.dtype == torch.float64 else torch.float32
-        self._preds.append(preds_TB.to("cpu", pred_dtype))
-        self._labels.append(labels_TB.to("cpu", torch.float32))
-        self._weights.append(
-            torch.ones(preds_TB.shape, dtype=torch.float32)
-            if weights_TB is None
-            else weights_TB.to("cpu", torch.float32)
-        )
-        self._groups.append(group_ids_B.detach().to("cpu", torch.int64))
+        # copy=True: .to() returns the caller's own tensor when it is already on the CPU with that dtype.
+        self._preds.append(preds_TB.to("cpu", pred_dtype, copy=True))
+        self._labels.append(labels_TB.to("cpu", torch.float32, copy=True))
+        if weights_TB is None:
+            self._weights.append(torch.ones(preds_TB.shape, dtype=torch.float32))
+        else:
+            self._weights.append(weights_TB.to("cpu", torch.float32, copy=True))
+        self._groups.append(group_ids_B.detach().to("cpu", torch.int64, copy=True))
 
     def _rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         num_tasks = len(self._task_names)
@@ -234,7 +234,7 @@ class MultiTaskEvaluator:
         num_tasks = len(self._task_names)
         num_rows = torch.tensor([groups_N.numel()], dtype=torch.int64)
         if process_group is not None:
-            dist.all_reduce(num_rows, group=process_group)  # every rank raises together on an empty split
+            num_rows = all_reduce_sum(num_rows, process_group)  # every rank raises together on an empty split
         if int(num_rows.item()) == 0:
             raise ValueError("the evaluation split is empty: no rows were passed to update() on any rank")
 
@@ -250,7 +250,7 @@ class MultiTaskEvaluator:
                 ]
             )
         else:
-            dist.all_reduce(sums_T5, group=process_group)
+            sums_T5 = all_reduce_sum(sums_T5, process_group)
             # One task at a time, so a rank holds one task's global rows at most.
             auc_T = [distributed_auc(preds_TN[t], labels_TN[t], weights_TN[t], process_group) for t in range(num_tasks)]
             gauc_sums_T4 = distributed_gauc_partial_sums(preds_TN, labels_TN, groups_N, weights_TN, process_group)

@@ -238,6 +238,7 @@ def gauc_from_partial_sums(sums_4: torch.Tensor, weighting: Weighting = "impress
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     weighted_sum, rows, auc_sum, groups = sums_4.unbind(0)
     num, den = (weighted_sum, rows) if weighting == "impressions" else (auc_sum, groups)
+    # A usable group has at least two rows, so den >= 1 whenever groups > 0; the clamp only guards the NaN branch.
     value = torch.where(groups > 0, num / torch.clamp(den, min=1.0), torch.full_like(num, float("nan")))
     return GAUCResult(value=value, num_groups=groups.round().long(), num_rows_used=rows.round().long())
 

@@ -67,6 +67,21 @@ def agree_on_errors(check: Callable[[], None], process_group: ProcessGroup | Non
         raise ValueError("invalid metric input on another rank (see that rank's error)")
 
 
+def all_reduce_sum(tensor: torch.Tensor, process_group: ProcessGroup | None = None) -> torch.Tensor:
+    """Returns the element-wise sum of ``tensor`` over the ranks, on ``tensor``'s device (input unchanged).
+
+    Args:
+        tensor: the local values; same shape and dtype on every rank.
+        process_group: the ranks to sum over (None: the default group).
+
+    Returns:
+        The summed tensor.
+    """
+    reduced = tensor.to(_comm_device(process_group), copy=True)
+    dist.all_reduce(reduced, group=process_group)
+    return reduced.to(tensor.device)
+
+
 def all_gather_rows(rows_NX: torch.Tensor, process_group: ProcessGroup | None = None) -> torch.Tensor:
     """Concatenates every rank's rows (variable counts allowed) in rank order, on every rank.
 
@@ -211,10 +226,7 @@ def distributed_gauc_partial_sums(
     sums_T4 = torch.zeros(num_tasks, 4, dtype=torch.float64, device=preds_TN.device)
     for t in range(num_tasks):
         sums_T4[t] = gauc_partial_sums(per_group_auc(p_TM[t], y_TM[t], groups_M, w_TM[t]))
-    device = _comm_device(process_group)
-    reduced_T4 = sums_T4.to(device)
-    dist.all_reduce(reduced_T4, group=process_group)
-    return reduced_T4.to(preds_TN.device)
+    return all_reduce_sum(sums_T4, process_group)
 
 
 def distributed_gauc(
