@@ -1,0 +1,1 @@
+"""Training: the train wrapper, DMP sharding, optimizers, checkpoints and the loop."""

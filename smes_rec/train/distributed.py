@@ -1,0 +1,59 @@
+"""Process-group set-up that works under torchrun (any world size) and as a plain single process."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "init_distributed"]
+
+
+class DistContext(NamedTuple):
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Initialises the default process group: nccl on GPU, gloo on CPU.
+
+    Under torchrun the rendezvous comes from the environment. A plain process gets a one-rank group through a
+    file rendezvous (no port needed).
+
+    Args:
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+
+    Returns:
+        The :class:`DistContext`.
+
+    Raises:
+        ValueError: ``cuda`` asked for on a machine without a GPU.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            dist.init_process_group(backend)
+        else:
+            rendezvous = tempfile.NamedTemporaryFile(prefix="smes-rendezvous-", delete=False)
+            rendezvous.close()
+            os.unlink(rendezvous.name)
+            dist.init_process_group(backend, init_method=f"file://{rendezvous.name}", rank=0, world_size=1)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev)

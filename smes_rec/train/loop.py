@@ -1,0 +1,389 @@
+"""The training loop: TrainPipelineSparseDist steps, validation, telemetry, NaN guard and checkpoints.
+
+The loop is independent of where batches come from: it takes a :class:`DataSource`, so the same code trains on
+the schema-driven pipeline, the synthetic data, or in-memory batches in tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.distributed as dist
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.train_pipeline import EvalPipelineSparseDist, TrainPipelineSparseDist
+from tqdm import tqdm
+
+from smes_rec.data.batch import Batch
+from smes_rec.metrics import MultiTaskEvaluator, TaskMetrics
+from smes_rec.models.factory import ModelConfig, build_ranker
+from smes_rec.models.sparse import TableSpec
+from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.distributed import DistContext
+from smes_rec.train.sharding import (
+    EmbeddingOptimizer,
+    ShardingName,
+    apply_embedding_optimizer,
+    make_dense_optimizer,
+    shard_model,
+)
+from smes_rec.train.wrapper import StepOutput, TrainWrapper
+
+__all__ = [
+    "DataSource",
+    "NonFiniteLossError",
+    "OptimConfig",
+    "ScheduleConfig",
+    "Trainer",
+    "synchronized",
+]
+
+
+class DataSource(Protocol):
+    """Where the loop's batches come from, and the shape of the data the model is built for."""
+
+    task_names: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    tables: tuple[TableSpec, ...]
+    num_dense: int
+
+    def batches(self, split: str, epoch: int, skip: int) -> Iterator[Batch]:
+        """This rank's batches of ``split`` in ``epoch``'s order, skipping the first ``skip`` of them."""
+        ...
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizers.
+
+    Attributes:
+        embedding: Fused embedding optimizer (CPU supports rowwise_adagrad, adagrad and sgd).
+        embedding_lr: Its learning rate.
+        dense: Optimizer of every other parameter (and of data-parallel tables).
+        dense_lr: Its learning rate.
+    """
+
+    embedding: EmbeddingOptimizer = "rowwise_adagrad"
+    embedding_lr: float = 0.05
+    dense: Literal["adam", "adagrad", "sgd"] = "adam"
+    dense_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_lr", "dense_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How long to train and how often to log, validate and checkpoint (all in optimizer steps).
+
+    Attributes:
+        max_steps: Total optimizer steps.
+        log_every: TensorBoard scalars and the progress bar's postfix.
+        eval_every: Validate every this many steps (0: only at the end).
+        eval_batches: Validation batches per rank (None: the whole split).
+        checkpoint_every: Save every this many steps (0: only at the end).
+        keep_last: Complete checkpoints to keep.
+    """
+
+    max_steps: int = 1000
+    log_every: int = 50
+    eval_every: int = 0
+    eval_batches: int | None = None
+    checkpoint_every: int = 0
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.log_every < 1 or self.keep_last < 1:
+            raise ValueError("max_steps, log_every and keep_last must be >= 1")
+        if self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("eval_every and checkpoint_every must be >= 0")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ValueError(f"eval_batches must be >= 1 or null, got {self.eval_batches}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def synchronized(batches: Iterator[Batch], group: dist.ProcessGroup | None) -> Iterator[Batch]:
+    """Stops every rank together when any rank runs out of batches (sharded embeddings need equal counts)."""
+    for batch in itertools.chain(batches, [None]):
+        has_batch = torch.tensor([0 if batch is None else 1])
+        dist.all_reduce(has_batch, op=dist.ReduceOp.MIN, group=group)
+        if not has_batch.item():
+            return
+        yield batch
+
+
+@dataclass
+class _Telemetry:
+    """Running sums of per-step statistics between two logs (rank 0's batches)."""
+
+    steps: int = 0
+    examples: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    task_losses: torch.Tensor | None = None
+    aux: float = 0.0
+    unique_mean: float = 0.0
+    unique_max: int = 0
+    load_cv: float = 0.0
+
+    def add(self, out: StepOutput) -> None:
+        self.steps += 1
+        self.examples += out.labels_TB.size(1)
+        losses = out.task_losses_T.float().cpu()
+        self.task_losses = losses if self.task_losses is None else self.task_losses + losses
+        self.aux += float(out.aux_loss)
+        unique = out.num_unique_B.float()
+        self.unique_mean += float(unique.mean())
+        self.unique_max = max(self.unique_max, int(unique.max()))
+        load = out.expert_load_E.float()
+        self.load_cv += float(load.std(correction=0) / load.mean().clamp_min(1e-12))
+
+
+class Trainer:
+    """Builds the sharded model and optimizers and runs training with periodic validation and checkpoints.
+
+    Args:
+        data: The batches and data shape.
+        model_cfg: The model.
+        optim: Optimizers.
+        schedule: Steps, logging, validation, checkpoints.
+        sharding: Embedding sharding type, or ``auto``.
+        batch_size: Per-rank batch size (planner cost model).
+        output_dir: Checkpoints in ``output_dir/checkpoints``, TensorBoard in ``output_dir/tensorboard``.
+        ctx: This process's distributed context.
+        config_record: The whole run configuration as plain data, saved in every checkpoint.
+        progress: Show a tqdm bar on rank 0.
+    """
+
+    def __init__(
+        self,
+        data: DataSource,
+        model_cfg: ModelConfig,
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        sharding: ShardingName,
+        batch_size: int,
+        output_dir: str | Path,
+        ctx: DistContext,
+        config_record: Mapping[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        self.data = data
+        self.schedule = schedule
+        self.ctx = ctx
+        self.output_dir = Path(output_dir)
+        self.config_record = dict(config_record or {})
+        self.progress = progress and ctx.rank == 0
+        num_tasks = len(data.task_names)
+        wrapper = TrainWrapper(
+            build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, "meta"),
+            model_cfg.loss_weights or [1.0] * num_tasks,
+            model_cfg.aux_loss_weight,
+        )
+        if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
+            raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
+        apply_embedding_optimizer(wrapper, optim.embedding, optim.embedding_lr)
+        self.model: DistributedModelParallel = shard_model(
+            wrapper, data.tables, sharding, ctx.device, batch_size
+        )
+        self.optimizer = make_dense_optimizer(self.model, optim.dense, optim.dense_lr)
+        # Materialise lazy optimizer state (a zero-gradient step: parameters do not move) so that every
+        # checkpoint, even one at step 0, holds the same optimizer keys a restore expects.
+        self.optimizer.init_state()
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", schedule.keep_last)
+        # Loss checks run on a CPU (gloo) group whatever the training backend. Batch-count agreement gets a group
+        # of its own: the eval pipeline fetches batches on a background thread, concurrently with the main
+        # thread's collectives, and two threads must never share a group.
+        self.cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+        self.batch_group = dist.new_group(backend="gloo")
+        self.step = 0
+        self.epoch = 0
+        self.position = 0  # batches of the current epoch already trained on
+        self.history: list[dict[str, Any]] = []
+        self.step_losses: list[float] = []  # global mean loss of every step of this process's run
+
+    # ---------------------------------------------------------------- checkpoints
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "tasks": list(self.data.task_names),
+            "features": list(self.data.feature_names),
+            "tables": [[t.name, t.num_embeddings, t.dim, list(t.feature_names)] for t in self.data.tables],
+            "num_dense": self.data.num_dense,
+        }
+
+    def restore(self, path: str | Path | None = None) -> bool:
+        """Restores the given checkpoint, or the latest complete one; returns False when there is none.
+
+        Raises:
+            ValueError: When the checkpoint was written for data of another shape (tasks, features, tables).
+        """
+        path = Path(path) if path is not None else self.checkpoints.latest()
+        if path is None:
+            return False
+        saved = CheckpointManager.read_meta(path).get("data_fingerprint")
+        mine = self._fingerprint()
+        if saved != mine:
+            diffs = [k for k in mine if saved is None or saved.get(k) != mine[k]]
+            raise ValueError(
+                f"checkpoint {path} was written for different data ({', '.join(diffs)} differ): "
+                f"checkpoint {saved and {k: saved.get(k) for k in diffs}}, now {{{', '.join(diffs)}}} = "
+                f"{[mine[k] for k in diffs]}"
+            )
+        meta = self.checkpoints.load(path, self.model, self.optimizer)
+        self.step, self.epoch, self.position = meta["step"], meta["epoch"], meta["position"]
+        self.history = meta.get("history", [])
+        return True
+
+    def save(self) -> Path:
+        """Writes a checkpoint of the current step."""
+        meta = {
+            "epoch": self.epoch,
+            "position": self.position,
+            "data_fingerprint": self._fingerprint(),
+            "config": self.config_record,
+            "history": self.history,
+        }
+        return self.checkpoints.save(self.step, self.model, self.optimizer, meta)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, split: str = "valid", max_batches: int | None = None) -> dict[str, TaskMetrics]:
+        """Exact per-task metrics of ``split`` over all ranks (through the eval pipeline)."""
+        self.model.eval()
+        evaluator = MultiTaskEvaluator(self.data.task_names)
+        pipeline = EvalPipelineSparseDist(self.model, self.optimizer, self.ctx.device)
+        batches = synchronized(itertools.islice(self.data.batches(split, 0, 0), max_batches), self.batch_group)
+        with torch.no_grad():
+            while True:
+                try:
+                    out: StepOutput = pipeline.progress(batches)
+                except StopIteration:
+                    break
+                evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
+        pipeline.detach()
+        self.model.train()
+        return evaluator.compute()
+
+    # ---------------------------------------------------------------- training
+    def _check_finite(self, out: StepOutput) -> torch.Tensor:
+        """Averages task and aux losses over ranks; raises on every rank together if any is not finite.
+
+        Returns:
+            ``[T + 1]`` rank-averaged task losses and aux loss (the aux loss unweighted).
+        """
+        losses = torch.cat([out.task_losses_T.float(), out.aux_loss.float().view(1)]).cpu()
+        dist.all_reduce(losses, group=self.cpu_group)
+        if not torch.isfinite(losses).all():
+            names = [*self.data.task_names, "aux (load balance)"]
+            bad = [f"{names[i]}={losses[i].item()}" for i in range(len(names)) if not math.isfinite(losses[i])]
+            latest = self.checkpoints.latest()
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.step + 1}: {', '.join(bad)}. Training stopped; the last good "
+                f"checkpoint is {latest if latest else 'none (no checkpoint was written yet)'}"
+            )
+        return losses / self.ctx.world_size
+
+    def _log(self, writer: Any, tel: _Telemetry, bar: tqdm | None) -> None:
+        if tel.steps == 0 or tel.task_losses is None:
+            return
+        seconds = time.perf_counter() - tel.start
+        scalars = {f"loss/{name}": float(v) / tel.steps for name, v in zip(self.data.task_names, tel.task_losses,
+                                                                          strict=True)}
+        scalars.update({
+            "loss/aux_load_balance": tel.aux / tel.steps,
+            "routing/mean_unique_experts": tel.unique_mean / tel.steps,
+            "routing/max_unique_experts": tel.unique_max,
+            "routing/expert_load_cv": tel.load_cv / tel.steps,
+            "throughput/examples_per_s": tel.examples * self.ctx.world_size / max(seconds, 1e-9),
+        })
+        if writer is not None:
+            for key, value in scalars.items():
+                writer.add_scalar(key, value, self.step)
+        if bar is not None:
+            mean_loss = sum(float(v) for v in tel.task_losses) / tel.steps
+            bar.set_postfix(loss=f"{mean_loss:.4f}", experts=f"{scalars['routing/mean_unique_experts']:.2f}",
+                            ex_s=f"{scalars['throughput/examples_per_s']:.0f}")
+
+    def _record_eval(self, writer: Any, metrics: Mapping[str, TaskMetrics]) -> None:
+        self.history.append({"step": self.step, "metrics": {k: v._asdict() for k, v in metrics.items()}})
+        if writer is not None:
+            for task, m in metrics.items():
+                writer.add_scalar(f"valid_auc/{task}", m.auc, self.step)
+                writer.add_scalar(f"valid_gauc/{task}", m.gauc, self.step)
+
+    def fit(self) -> dict[str, TaskMetrics]:
+        """Trains to ``schedule.max_steps`` from the current step, then validates and checkpoints.
+
+        Returns:
+            The final validation metrics per task.
+        """
+        sched = self.schedule
+        writer = None
+        if self.ctx.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step or None)
+        bar = tqdm(total=sched.max_steps, initial=self.step, desc="train", disable=not self.progress,
+                   dynamic_ncols=True)
+        pipeline = TrainPipelineSparseDist(self.model, self.optimizer, self.ctx.device, execute_all_batches=True)
+        tel = _Telemetry()
+        batches = synchronized(self.data.batches("train", self.epoch, self.position), self.batch_group)
+        self.model.train()
+        while self.step < sched.max_steps:
+            try:
+                out: StepOutput = pipeline.progress(batches)
+            except StopIteration:  # end of an epoch: the next one starts from its first batch
+                self.epoch, self.position = self.epoch + 1, 0
+                batches = synchronized(self.data.batches("train", self.epoch, 0), self.batch_group)
+                continue
+            self.step_losses.append(float(self._check_finite(out).sum()))
+            self.step += 1
+            self.position += 1
+            tel.add(out)
+            bar.update(1)
+            if self.step % sched.log_every == 0:
+                self._log(writer, tel, bar)
+                tel = _Telemetry()
+            last = self.step == sched.max_steps
+            if sched.eval_every and self.step % sched.eval_every == 0 and not last:
+                pipeline.detach()
+                self._record_eval(writer, self.evaluate("valid", sched.eval_batches))
+                pipeline.attach(self.model)
+            if sched.checkpoint_every and self.step % sched.checkpoint_every == 0 and not last:
+                self.save()
+        bar.close()
+        pipeline.detach()
+        metrics = self.evaluate("valid", sched.eval_batches)
+        self._record_eval(writer, metrics)
+        self.save()
+        if writer is not None:
+            writer.close()
+        return metrics
+
+
+def metrics_table(metrics: Mapping[str, TaskMetrics], columns: Sequence[str] = ("auc", "gauc", "log_loss")) -> str:
+    """A Markdown table of per-task metrics."""
+    header = "| task | " + " | ".join(columns) + " | examples |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for task, m in metrics.items():
+        values = " | ".join(f"{getattr(m, c):.4f}" for c in columns)
+        lines.append(f"| {task} | {values} | {m.num_examples} |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Writes JSON atomically (temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    tmp.replace(path)
