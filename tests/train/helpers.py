@@ -61,10 +61,12 @@ class InMemorySource:
     tables = tuple(TABLES)
     num_dense = NUM_DENSE
 
-    def __init__(self, rank: int, world_size: int, rows_per_rank: int, batch_size: int, seed: int = 0):
+    def __init__(self, rank: int, world_size: int, rows_per_rank: int, batch_size: int, seed: int = 0,
+                 nan_from_batch: int | None = None):
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+        self.nan_from_batch = nan_from_batch  # poison dense features from this training batch on (divergence)
         self.rows_per_rank = rows_per_rank
-        self.splits = {"train": make_rows(rows_per_rank * world_size, seed), "valid": make_rows(64 * world_size, 99)}
+        self.splits = {"train": make_rows(rows_per_rank * world_size, seed), "valid": make_rows(128, 99)}
 
     def batches(self, split: str, epoch: int, skip: int):
         rows = self.splits[split]
@@ -80,4 +82,7 @@ class InMemorySource:
             "groups": rows["groups"][mine],
         }
         for start in range(skip * self.batch_size, n - self.batch_size + 1, self.batch_size):
-            yield to_batch(shuffled, start, start + self.batch_size)
+            batch = to_batch(shuffled, start, start + self.batch_size)
+            if split == "train" and self.nan_from_batch is not None and start // self.batch_size >= self.nan_from_batch:
+                batch.dense_features[0, 0] = float("nan")
+            yield batch

@@ -107,3 +107,70 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     ckpts = sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir())
     # keep_last=3 keeps 3, 6 and 8; the half-written folder was cleared by the next save.
     assert ckpts == ["step_000000003", "step_000000006", "step_000000008"]
+
+
+def _nan_worker(rank: int, world_size: int, workdir: Path) -> None:
+    schedule = ScheduleConfig(max_steps=8, log_every=1, checkpoint_every=2)
+    trainer = _trainer(rank, world_size, workdir, schedule, nan_from_batch=3)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    (workdir / f"error{rank}.txt").write_text(str(info.value))
+
+
+@pytest.mark.dist
+def test_nan_loss_stops_every_rank_naming_step_and_task_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    run_workers(_nan_worker, 2, tmp_path)
+    for rank in range(2):
+        message = (tmp_path / f"error{rank}.txt").read_text()
+        assert "non-finite loss at step 4" in message and "task0=nan" in message, message
+        assert "step_000000002" in message
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_000000002"]
+    # The last good checkpoint is complete and finite.
+    from smes_rec.train.checkpoint import load_model_weights
+    from tests.train.helpers import make_wrapper
+
+    model = make_wrapper("cpu")
+    assert load_model_weights(ckpts / "step_000000002", model)["step"] == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _predictions(trainer: Trainer, batch_index: int) -> torch.Tensor:
+    batch = list(trainer.data.batches("valid", 0, 0))[batch_index]
+    trainer.model.eval()
+    with torch.no_grad():
+        return trainer.model(batch)[1].probs_TB
+
+
+def _save_at_two_worker(rank: int, world_size: int, workdir: Path) -> None:
+    trainer = _trainer(rank, world_size, workdir / "run", ScheduleConfig(max_steps=3, log_every=1))
+    trainer.fit()
+    torch.save(_predictions(trainer, 0), workdir / f"probs{rank}.pt")
+
+
+def _load_at_one_worker(rank: int, world_size: int, workdir: Path) -> None:
+    trainer = _trainer(rank, world_size, workdir / "run", ScheduleConfig(max_steps=3, log_every=1))
+    assert trainer.restore() and trainer.step == 3
+    # One rank reads both halves of the validation data: batches 0 and 4 are the two ranks' first batches.
+    torch.save([_predictions(trainer, 0), _predictions(trainer, 4)], workdir / "probs_ws1.pt")
+
+
+@pytest.mark.dist
+def test_checkpoint_from_two_ranks_loads_at_one_rank_and_unsharded(tmp_path: Path) -> None:
+    run_workers(_save_at_two_worker, 2, tmp_path)
+    run_workers(_load_at_one_worker, 1, tmp_path)
+    at_two = [torch.load(tmp_path / f"probs{r}.pt") for r in range(2)]
+    at_one = torch.load(tmp_path / "probs_ws1.pt")
+    for r in range(2):
+        torch.testing.assert_close(at_one[r], at_two[r])
+
+    from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
+    from tests.train.helpers import make_wrapper
+
+    unsharded = make_wrapper("cpu", seed=123)  # different init: everything must come from the checkpoint
+    latest = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
+    load_model_weights(latest, unsharded)
+    source = InMemorySource(0, 2, rows_per_rank=BATCH * 5, batch_size=BATCH)
+    unsharded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(unsharded(next(source.batches("valid", 0, 0)))[1].probs_TB, at_two[0])
