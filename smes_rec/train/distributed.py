@@ -52,8 +52,7 @@ def init_distributed(device: str = "auto") -> DistContext:
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             dist.init_process_group(backend)
         else:
-            rendezvous = tempfile.NamedTemporaryFile(prefix="smes-rendezvous-", delete=False)
-            rendezvous.close()
-            os.unlink(rendezvous.name)
-            dist.init_process_group(backend, init_method=f"file://{rendezvous.name}", rank=0, world_size=1)
+            # A fresh file in a private temporary folder: a one-rank rendezvous that needs no port.
+            rendezvous = os.path.join(tempfile.mkdtemp(prefix="smes-rendezvous-"), "init")
+            dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=0, world_size=1)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev)

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from smes_rec.train.sharding import apply_embedding_optimizer, make_dense_optimizer, shard_model
 from tests.dist import run_workers
