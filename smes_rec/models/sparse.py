@@ -6,7 +6,6 @@ Legend: B instances, F sparse features, S the sum of their embedding dims.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -14,16 +13,9 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
+from smes_rec.data.schema import TableSpec
+
 __all__ = ["SparseArch", "TableSpec", "make_embedding_bag_collection"]
-
-
-class TableSpec(NamedTuple):
-    """One embedding table: its name, rows, width, and the features that look it up."""
-
-    name: str
-    num_embeddings: int
-    dim: int
-    feature_names: tuple[str, ...]
 
 
 def make_embedding_bag_collection(
