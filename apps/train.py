@@ -18,8 +18,8 @@ from smes_rec.utils.logging import quiet_third_party
 
 quiet_third_party()  # before torchrec is imported
 
-from smes_rec.train.app import TrainConfig, run  # noqa: E402
-from smes_rec.utils.config import ConfigError, load_yaml  # noqa: E402
+from smes_rec.train.app import TrainConfig, run
+from smes_rec.utils.config import ConfigError, load_yaml
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,95 +1,91 @@
-"""Forward+backward time of SMESArch against dense MMoE with the same E and with equal activated FLOPs.
+"""Forward+backward time of SMESArch against dense MMoE (same E), equal-FLOP MMoE and naive per-task top-K.
 
-Runs the candidates interleaved, round after round, in one process, and prints medians and ratios (compare ratios,
-not absolute times: these machines are noisy).
+Candidates run interleaved, round after round, in one process; the tables print medians and ratios (compare
+ratios, not absolute times: these machines are noisy). The default is the headline shape; ``--sweep`` sweeps
+E x T x K_s x K_a at a smaller shape so the whole grid runs in minutes on 2 cores.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py --sweep
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spin-waiting stalls 2-core boxes
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spin-waiting stalls 2 cores
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import itertools
 
 import torch
+from _timing import arch_step, expert_flops_per_row, interleaved_medians
 from tqdm import tqdm
 
 from smes_rec import MMoEArch, SMESArch
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--in-features", type=int, default=1024)
-    parser.add_argument("--expert-layers", type=int, nargs="+", default=[512, 256])
-    parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--experts", type=int, default=64)
-    parser.add_argument("--k-shared", type=int, default=2)
-    parser.add_argument("--k-adaptive", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+def reference_gflops(batch: int, in_features: int, out_features: int, rounds: int = 3) -> float:
+    """FLOP rate of one plain fp32 matrix product of the experts' first-layer shape (forward+backward)."""
+    x = torch.randn(batch, in_features, requires_grad=True)
+    w = torch.randn(in_features, out_features, requires_grad=True)
+    seconds = interleaved_medians({"mm": lambda: (x @ w).sum().backward()}, rounds, desc="reference")["mm"]
+    return 6 * batch * in_features * out_features / seconds / 1e9
 
 
-def step_fn(arch: torch.nn.Module, h: torch.Tensor) -> Callable[[], None]:
-    upstream = None
-
-    def step() -> None:
-        nonlocal upstream
-        arch.zero_grad(set_to_none=True)
-        out = arch(h)
-        if upstream is None:
-            upstream = torch.randn_like(out.task_reprs)
-        ((out.task_reprs * upstream).sum() + out.aux_loss).backward()
-
-    return step
+def compare(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: int, rounds: int, ref: float) -> dict:
+    """Times the four candidates at one setting and returns a result row."""
+    torch.manual_seed(0)
+    h = torch.randn(B, D)
+    smes = SMESArch(D, T, E, k_s, k_a, layers)
+    with torch.no_grad():
+        unique = smes(h).routing.num_unique_B.float()
+    mean_u, max_u = unique.mean().item(), int(unique.max())
+    e_equal = max(1, round(mean_u))
+    naive = SMESArch(D, T, E, 0, k_s + k_a, layers)
+    with torch.no_grad():
+        naive_u = naive(h).routing.num_unique_B.float().mean().item()
+    steps = {
+        "smes": arch_step(smes, h),
+        "mmoe": arch_step(MMoEArch(D, T, E, layers), h),
+        "equal": arch_step(MMoEArch(D, T, e_equal, layers), h),
+        "naive": arch_step(naive, h),
+    }
+    med = interleaved_medians(steps, rounds, desc=f"E={E} T={T} Ks={k_s} Ka={k_a}")
+    gflops = B * mean_u * expert_flops_per_row(D, layers) / med["smes"] / 1e9
+    return {"E": E, "T": T, "k_s": k_s, "k_a": k_a, "mean_u": mean_u, "max_u": max_u, "naive_u": naive_u,
+            "e_equal": e_equal, **{f"t_{k}": v for k, v in med.items()}, "frac_ref": gflops / ref}
 
 
 def main() -> None:
-    args = parse_args()
-    torch.manual_seed(args.seed)
-    B, D, T, E = args.batch_size, args.in_features, args.tasks, args.experts
-    layers = args.expert_layers
-    h = torch.randn(B, D)
-    smes = SMESArch(D, T, E, args.k_shared, args.k_adaptive, layers)
-    with torch.no_grad():
-        mean_unique = smes(h).routing.num_unique_B.float().mean().item()
-    e_equal = max(1, round(mean_unique))
-    candidates = {
-        f"SMES(E={E}, K_s={args.k_shared}, K_a={args.k_adaptive})": smes,
-        f"MMoE(E={E})": MMoEArch(D, T, E, layers),
-        f"MMoE(E={e_equal}) equal FLOPs": MMoEArch(D, T, e_equal, layers),
-    }
-    steps = {name: step_fn(arch, h) for name, arch in candidates.items()}
-    for step in steps.values():  # warm-up
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in tqdm(range(args.rounds), desc="rounds"):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-
-    # Activated expert FLOPs per forward+backward (3x the forward's multiply-adds x 2).
-    dims = [D, *layers]
-    per_row = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:], strict=True)) * 3
-    rows = {list(steps)[0]: B * mean_unique, list(steps)[1]: B * E, list(steps)[2]: B * e_equal}
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    smes_name = list(steps)[0]
-    print(f"\nB={B} D={D} experts {'->'.join(map(str, dims))} T={T} E={E} K_s={args.k_shared} "
-          f"K_a={args.k_adaptive} fp32, threads={torch.get_num_threads()}, rounds={args.rounds}")
-    print(f"mean |U| = {mean_unique:.2f} (bound K_s + T*K_a = {args.k_shared + T * args.k_adaptive})\n")
-    print(f"| {'model':<34} | median s | expert GFLOP/s | SMES / model |")
-    print(f"|{'-' * 36}|----------|----------------|--------------|")
-    for name, median in medians.items():
-        gflops = rows[name] * per_row / median / 1e9
-        print(f"| {name:<34} | {median:8.3f} | {gflops:14.1f} | {medians[smes_name] / median:12.3f} |")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", action="store_true", help="sweep E, T, K_s, K_a at the smaller shape")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--in-features", type=int, default=None)
+    parser.add_argument("--expert-layers", type=int, nargs="+", default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args()
+    if args.sweep:
+        B, D, layers, rounds = 2048, 256, [256, 128], 3
+        grid = list(itertools.product([16, 32, 64, 128], [4, 8, 12], [1, 2], [1, 2]))
+    else:
+        B, D, layers, rounds = 4096, 1024, [512, 256], 5
+        grid = [(64, 8, 2, 1)]
+    B, D = args.batch_size or B, args.in_features or D
+    layers, rounds = args.expert_layers or layers, args.rounds or rounds
+    ref = reference_gflops(B, D, layers[0])
+    rows = [compare(B, D, layers, T, E, k_s, k_a, rounds, ref)
+            for E, T, k_s, k_a in tqdm(grid, desc="settings")]
+    print(f"\nB={B} D={D} experts {'->'.join(map(str, [D, *layers]))} fp32, threads={torch.get_num_threads()}, "
+          f"median of {rounds} interleaved rounds; reference matmul {ref:.1f} GFLOP/s\n")
+    print("| E | T | K_s | K_a | mean/max \\|U\\| (bound) | naive mean \\|U\\| | SMES s | SMES/MMoE(E) "
+          "| SMES/MMoE(E'=mean\\|U\\|) | SMES/naive top-K | SMES GFLOP/s vs matmul |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        bound = min(r["E"], r["k_s"] + r["T"] * r["k_a"])
+        print(f"| {r['E']} | {r['T']} | {r['k_s']} | {r['k_a']} | {r['mean_u']:.2f} / {r['max_u']} ({bound}) "
+              f"| {r['naive_u']:.2f} | {r['t_smes']:.3f} | {r['t_smes'] / r['t_mmoe']:.3f} "
+              f"| {r['t_smes'] / r['t_equal']:.3f} (E'={r['e_equal']}) | {r['t_smes'] / r['t_naive']:.3f} "
+              f"| {r['frac_ref']:.2f} |")
 
 
 if __name__ == "__main__":
