@@ -272,7 +272,7 @@ class Trainer:
                 evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
         pipeline.detach()
         self.model.train()
-        return evaluator.compute()
+        return evaluator.compute(self.cpu_group or dist.group.WORLD)  # exact over every rank's rows
 
     # ---------------------------------------------------------------- training
     def _check_finite(self, out: StepOutput) -> torch.Tensor:

@@ -1,0 +1,261 @@
+"""Streaming a split through a model: per-task metrics, routing telemetry and (optionally) the predictions.
+
+Legend: B instances in a batch, T tasks, K experts per task, N evaluated rows.
+
+Two sources produce the same stream of ``(StepOutput, ids_BTK)`` pairs:
+
+- :func:`unsharded_outputs`: an unsharded :class:`~smes_rec.train.wrapper.TrainWrapper` in one process (embeddings
+  on the CPU), called batch by batch;
+- :func:`sharded_outputs`: the sharded model of a :class:`~smes_rec.train.loop.Trainer` under ``torch.distributed``,
+  driven by TorchRec's ``EvalPipelineSparseDist`` exactly as the trainer validates.
+
+``ids_BTK`` (the experts every task selected for every instance) is read by a forward hook on the dense arch, so
+routing statistics can leave out padding rows; the per-batch aggregates of ``StepOutput`` cannot.
+:func:`evaluate_stream` consumes either stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from smes_rec.data.batch import Batch
+from smes_rec.evaluation.telemetry import RoutingAccumulator, RoutingSummary
+from smes_rec.metrics import MultiTaskEvaluator, TaskMetrics
+from smes_rec.train.wrapper import StepOutput, TrainWrapper
+
+if TYPE_CHECKING:
+    from smes_rec.train.loop import Trainer
+
+__all__ = ["EvalResult", "capture_routing", "evaluate_stream", "sharded_outputs", "unsharded_outputs"]
+
+_ARCH_SUFFIX = "dense_model.arch"
+
+
+class EvalResult(NamedTuple):
+    """The outcome of streaming one split.
+
+    Attributes:
+        metrics: ``{task: TaskMetrics}``, exact over all ranks.
+        routing: Routing telemetry over the evaluated rows of all ranks.
+        num_batches: Batches streamed (this process).
+        seconds: Wall-clock time of the stream (this process).
+        predictions: With ``keep_predictions``, the evaluated rows as columns (on rank 0 when distributed, gathered
+            from every rank; None elsewhere): ``group_id``, ``num_unique_experts``, and ``pred_<task>``,
+            ``label_<task>``, ``weight_<task>`` per task.
+    """
+
+    metrics: dict[str, TaskMetrics]
+    routing: RoutingSummary
+    num_batches: int
+    seconds: float
+    predictions: dict[str, np.ndarray] | None
+
+
+class _Captured:
+    """The routing ids of the latest forward of the hooked arch."""
+
+    def __init__(self) -> None:
+        self.ids_BTK: torch.Tensor | None = None
+
+    def take(self) -> torch.Tensor:
+        if self.ids_BTK is None:
+            raise RuntimeError("the model's arch produced no routing in this forward (was the hook bypassed?)")
+        ids, self.ids_BTK = self.ids_BTK, None
+        return ids
+
+
+@contextmanager
+def capture_routing(model: nn.Module) -> Iterator[_Captured]:
+    """Hooks the one ``...dense_model.arch`` module of a (possibly DMP-wrapped) ranker and records its routing ids.
+
+    Args:
+        model: A TrainWrapper, or the DistributedModelParallel around one.
+
+    Yields:
+        An object whose ``take()`` returns (and clears) ``ids_BTK`` of the latest forward.
+
+    Raises:
+        ValueError: If the model has no arch module, or more than one.
+    """
+    archs = [m for name, m in model.named_modules() if name == _ARCH_SUFFIX or name.endswith("." + _ARCH_SUFFIX)]
+    if len(archs) != 1:
+        raise ValueError(f"expected one '{_ARCH_SUFFIX}' module in the model, found {len(archs)}")
+    captured = _Captured()
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        captured.ids_BTK = output.routing.ids_BTK.detach()  # type: ignore[attr-defined]
+
+    handle = archs[0].register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def unsharded_outputs(wrapper: TrainWrapper, batches: Iterable[Batch]) -> Iterator[tuple[StepOutput, torch.Tensor]]:
+    """Runs an unsharded model over batches in eval mode, without gradients.
+
+    Args:
+        wrapper: The model (on the CPU, weights loaded).
+        batches: The batches.
+
+    Yields:
+        ``(StepOutput, ids_BTK)`` per batch.
+    """
+    wrapper.eval()
+    with torch.no_grad(), capture_routing(wrapper) as captured:
+        for batch in batches:
+            _, out = wrapper(batch)
+            yield out, captured.take()
+
+
+def sharded_outputs(trainer: Trainer, split: str, max_batches: int | None) -> Iterator[tuple[StepOutput, torch.Tensor]]:
+    """Runs a Trainer's sharded model over this rank's batches of ``split`` through ``EvalPipelineSparseDist``.
+
+    Every rank must iterate to the end (the pipeline and the batch-count agreement are collective).
+
+    Args:
+        trainer: A :class:`~smes_rec.train.loop.Trainer` with its weights restored.
+        split: ``valid`` or ``test``.
+        max_batches: Batches per rank (None: all).
+
+    Yields:
+        ``(StepOutput, ids_BTK)`` per batch.
+    """
+    from torchrec.distributed.train_pipeline import EvalPipelineSparseDist
+
+    from smes_rec.train.loop import synchronized
+
+    model = trainer.model
+    model.eval()
+    pipeline = EvalPipelineSparseDist(model, trainer.optimizer, trainer.ctx.device)
+    batches = synchronized(itertools.islice(trainer.data.batches(split, 0, 0), max_batches), trainer.batch_group)
+    try:
+        with torch.no_grad(), capture_routing(model) as captured:
+            while True:
+                try:
+                    out: StepOutput = pipeline.progress(batches)
+                except StopIteration:
+                    break
+                yield out, captured.take()
+    finally:
+        pipeline.detach()
+
+
+class _Predictions:
+    """Columns of the evaluated rows, batch by batch."""
+
+    def __init__(self, task_names: Sequence[str]) -> None:
+        self.task_names = tuple(task_names)
+        self.parts: dict[str, list[np.ndarray]] = {"group_id": [], "num_unique_experts": []}
+        for t in self.task_names:
+            for kind in ("pred", "label", "weight"):
+                self.parts[f"{kind}_{t}"] = []
+
+    def add(self, out: StepOutput, mask_B: torch.Tensor) -> None:
+        self.parts["group_id"].append(out.group_ids_B[mask_B].cpu().numpy())
+        self.parts["num_unique_experts"].append(out.num_unique_B[mask_B].cpu().numpy().astype(np.int32))
+        for t, name in enumerate(self.task_names):
+            self.parts[f"pred_{name}"].append(out.probs_TB[t][mask_B].float().cpu().numpy())
+            self.parts[f"label_{name}"].append(out.labels_TB[t][mask_B].float().cpu().numpy())
+            self.parts[f"weight_{name}"].append(out.weights_TB[t][mask_B].float().cpu().numpy())
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.parts.items()}
+
+
+def _gather_columns(columns: dict[str, np.ndarray], process_group: dist.ProcessGroup) -> dict[str, np.ndarray] | None:
+    """Concatenates every rank's columns on rank 0 (in rank order); None on the other ranks."""
+    rank = dist.get_rank(process_group)
+    gathered: list[dict[str, np.ndarray]] | None = [{} for _ in range(dist.get_world_size(process_group))]
+    dist.gather_object(columns, gathered if rank == 0 else None, dst=dist.get_global_rank(process_group, 0),
+                       group=process_group)
+    if rank != 0 or gathered is None:
+        return None
+    return {k: np.concatenate([g[k] for g in gathered]) for k in columns}
+
+
+def evaluate_stream(
+    outputs: Iterable[tuple[StepOutput, torch.Tensor]],
+    task_names: Sequence[str],
+    *,
+    split: str = "eval",
+    process_group: dist.ProcessGroup | None = None,
+    keep_predictions: bool = False,
+    progress: bool = False,
+    total_batches: int | None = None,
+) -> EvalResult:
+    """Consumes a stream of step outputs into metrics, routing telemetry and optional predictions.
+
+    Rows count when they have a positive weight for at least one task; padding rows (weight 0 everywhere) are
+    ignored by every statistic, as rows of weight 0 are by the metrics.
+
+    Args:
+        outputs: ``(StepOutput, ids_BTK)`` pairs (see :func:`unsharded_outputs`, :func:`sharded_outputs`).
+        task_names: The task names, in the model's order.
+        split: The split's name, for messages.
+        process_group: None in one process; the group of all evaluating ranks otherwise (every rank must call).
+        keep_predictions: Collect the rows' predictions (gathered to rank 0).
+        progress: Show a progress bar.
+        total_batches: The number of batches, for the progress bar.
+
+    Returns:
+        The :class:`EvalResult`.
+
+    Raises:
+        ValueError: Naming the split, batch and task, on NaN predictions or labels or other invalid values; or if
+            no row was evaluated on any rank.
+    """
+    evaluator = MultiTaskEvaluator(task_names)
+    routing: RoutingAccumulator | None = None
+    predictions = _Predictions(task_names) if keep_predictions else None
+    start = time.perf_counter()
+    num_batches = 0
+    bar = tqdm(total=total_batches, desc=f"evaluate {split}", unit="batch", disable=not progress, dynamic_ncols=True)
+    for i, (out, ids_BTK) in enumerate(outputs):
+        mask_B = (out.weights_TB > 0).any(dim=0)
+        try:
+            evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
+        except ValueError as e:
+            raise ValueError(f"split {split!r}, batch {i}: {e}") from None
+        if routing is None:
+            routing = RoutingAccumulator(len(task_names), out.selection_TE.size(1))
+        routing.update(ids_BTK, mask_B)
+        if predictions is not None:
+            predictions.add(out, mask_B)
+        num_batches += 1
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - start
+
+    # Every rank must take part in the collectives below, also one that saw no batch.
+    num_experts = routing.num_experts if routing is not None else 0
+    if process_group is not None:
+        e = torch.tensor([num_experts])
+        dist.all_reduce(e, op=dist.ReduceOp.MAX, group=process_group)
+        num_experts = int(e.item())
+    if routing is None:
+        routing = RoutingAccumulator(len(task_names), num_experts)
+    try:
+        metrics = evaluator.compute(process_group)
+    except ValueError as e:
+        raise ValueError(f"split {split!r}: {e}") from None
+    if all(m.num_examples == 0 for m in metrics.values()):
+        raise ValueError(f"split {split!r}: no row has a positive weight for any task; nothing was evaluated")
+    summary = routing.compute(process_group)
+    columns = None
+    if predictions is not None:
+        columns = predictions.columns()
+        if process_group is not None:
+            columns = _gather_columns(columns, process_group)
+    return EvalResult(metrics, summary, num_batches, seconds, columns)
