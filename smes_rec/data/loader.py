@@ -261,6 +261,9 @@ class BatchLoader:
             prefetch_factor=cfg.prefetch_factor if workers else None,
             persistent_workers=False,  # persistent workers would be inherited by the next loader's forks
             worker_init_fn=_worker_init if workers else None,
+            # Its own generator: creating an iterator draws a worker base seed, which must not advance the global
+            # RNG (a resumed run would otherwise continue with a different random stream).
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         if not 0 <= start_batch <= len(self):
             raise ValueError(f"start_batch {start_batch} is outside the epoch's {len(self)} batches")

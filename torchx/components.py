@@ -1,0 +1,1 @@
+../smes_rec/torchx_components.py
