@@ -53,7 +53,30 @@ class SharedBottomArch(nn.Module):
         return ArchOutput(task_reprs_TBH, h_BD.new_zeros((), dtype=torch.float32), dense_routing(probs_BT1))
 
 
-class MMoEArch(nn.Module):
+class _DenseMixture(nn.Module):
+    """Every expert on every instance, mixed by G softmax gates (G = T for MMoE, 1 for one-gate MoE)."""
+
+    def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int],
+                 num_gates: int):
+        super().__init__()
+        _check(in_features, num_tasks, expert_layers, num_experts=num_experts)
+        self.num_tasks = num_tasks
+        self.num_experts = num_experts
+        self.out_features = expert_layers[-1]
+        self.gates = TaskGates(in_features, num_gates, num_experts)
+        self.experts = GroupedMLP(num_experts, in_features, expert_layers)
+
+    def forward(self, h_BD: torch.Tensor) -> ArchOutput:
+        """Mixes all E experts with each gate; a single gate's mixture is shared by every task."""
+        probs_BGE = torch.softmax(self.gates(h_BD), dim=-1)
+        y_EBH = self.experts.forward_all(h_BD)
+        mixed_GBH = torch.einsum("bge,ebh->gbh", probs_BGE.to(y_EBH.dtype), y_EBH)
+        probs_BTE = probs_BGE.expand(-1, self.num_tasks, -1)
+        task_reprs_TBH = mixed_GBH.expand(self.num_tasks, -1, -1)
+        return ArchOutput(task_reprs_TBH, h_BD.new_zeros((), dtype=torch.float32), dense_routing(probs_BTE))
+
+
+class MMoEArch(_DenseMixture):
     """Multi-gate mixture of experts: every expert on every instance, one softmax gate per task.
 
     Args:
@@ -64,23 +87,10 @@ class MMoEArch(nn.Module):
     """
 
     def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int]):
-        super().__init__()
-        _check(in_features, num_tasks, expert_layers, num_experts=num_experts)
-        self.num_tasks = num_tasks
-        self.num_experts = num_experts
-        self.out_features = expert_layers[-1]
-        self.gates = TaskGates(in_features, num_tasks, num_experts)
-        self.experts = GroupedMLP(num_experts, in_features, expert_layers)
-
-    def forward(self, h_BD: torch.Tensor) -> ArchOutput:
-        """Mixes all E experts per task with the task's softmax gate."""
-        probs_BTE = torch.softmax(self.gates(h_BD), dim=-1)
-        y_EBH = self.experts.forward_all(h_BD)
-        task_reprs_TBH = torch.einsum("bte,ebh->tbh", probs_BTE.to(y_EBH.dtype), y_EBH)
-        return ArchOutput(task_reprs_TBH, h_BD.new_zeros((), dtype=torch.float32), dense_routing(probs_BTE))
+        super().__init__(in_features, num_tasks, num_experts, expert_layers, num_gates=num_tasks)
 
 
-class DenseMoEArch(nn.Module):
+class DenseMoEArch(_DenseMixture):
     """Dense one-gate mixture of experts (OMoE): one softmax gate shared by all tasks, every expert runs.
 
     Args:
@@ -91,22 +101,7 @@ class DenseMoEArch(nn.Module):
     """
 
     def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int]):
-        super().__init__()
-        _check(in_features, num_tasks, expert_layers, num_experts=num_experts)
-        self.num_tasks = num_tasks
-        self.num_experts = num_experts
-        self.out_features = expert_layers[-1]
-        self.gates = TaskGates(in_features, 1, num_experts)
-        self.experts = GroupedMLP(num_experts, in_features, expert_layers)
-
-    def forward(self, h_BD: torch.Tensor) -> ArchOutput:
-        """Mixes all E experts with the single gate; every task reads the same mixture."""
-        probs_B1E = torch.softmax(self.gates(h_BD), dim=-1)
-        y_EBH = self.experts.forward_all(h_BD)
-        mixed_1BH = torch.einsum("bte,ebh->tbh", probs_B1E.to(y_EBH.dtype), y_EBH)
-        probs_BTE = probs_B1E.expand(-1, self.num_tasks, -1)
-        task_reprs_TBH = mixed_1BH.expand(self.num_tasks, -1, -1)
-        return ArchOutput(task_reprs_TBH, h_BD.new_zeros((), dtype=torch.float32), dense_routing(probs_BTE))
+        super().__init__(in_features, num_tasks, num_experts, expert_layers, num_gates=1)
 
 
 class _CGCLevel(nn.Module):
