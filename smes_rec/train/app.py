@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,8 +68,9 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
         )
     torch.manual_seed(cfg.seed)
     data = LoaderSource(cfg.data, ctx.rank, ctx.world_size)
+    record = to_mapping(cfg)
     trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, output, ctx,
-                      config_record=to_mapping(cfg), progress=progress)
+                      config_record=record, progress=progress)
     resumed = resume and trainer.restore()
     if ctx.rank == 0:
         print(f"smes-rec: {cfg.model.arch} on {ctx.world_size} process(es), {ctx.device}; "
@@ -80,7 +80,7 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
         summary: dict[str, Any] = {
             "step": trainer.step,
             "world_size": ctx.world_size,
-            "config": to_mapping(dataclasses.replace(cfg)),
+            "config": record,
             "valid": {task: m._asdict() for task, m in metrics.items()},
         }
         write_json(output / "final_metrics.json", summary)

@@ -146,8 +146,7 @@ class _Telemetry:
         unique = out.num_unique_B.float()
         self.unique_mean += float(unique.mean())
         self.unique_max = max(self.unique_max, int(unique.max()))
-        load = out.expert_load_E.float()
-        self.load_cv += float(load.std(correction=0) / load.mean().clamp_min(1e-12))
+        self.load_cv += float(out.load_cv)
 
 
 class Trainer:
@@ -186,13 +185,13 @@ class Trainer:
         self.config_record = dict(config_record or {})
         self.progress = progress and ctx.rank == 0
         num_tasks = len(data.task_names)
+        if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
+            raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
         wrapper = TrainWrapper(
             build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, "meta"),
             model_cfg.loss_weights or [1.0] * num_tasks,
             model_cfg.aux_loss_weight,
         )
-        if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
-            raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
         apply_embedding_optimizer(wrapper, optim.embedding, optim.embedding_lr)
         self.model: DistributedModelParallel = shard_model(
             wrapper, data.tables, sharding, ctx.device, batch_size

@@ -31,6 +31,7 @@ class StepOutput(NamedTuple):
         group_ids_B: Group ids (users) for GAUC.
         num_unique_B: Experts executed per instance.
         expert_load_E: Share of executed pairs per expert.
+        load_cv: Coefficient of variation of the executed pairs per expert.
         selection_TE: Task x expert selection counts.
     """
 
@@ -43,6 +44,7 @@ class StepOutput(NamedTuple):
     group_ids_B: torch.Tensor
     num_unique_B: torch.Tensor
     expert_load_E: torch.Tensor
+    load_cv: torch.Tensor
     selection_TE: torch.Tensor
 
 
@@ -80,5 +82,6 @@ class TrainWrapper(nn.Module):
             group_ids_B=batch.group_ids,
             num_unique_B=r.num_unique_B,
             expert_load_E=r.expert_load_E.detach(),
+            load_cv=r.load_cv.detach(),
             selection_TE=r.selection_TE,
         )
