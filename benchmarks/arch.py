@@ -1,11 +1,13 @@
 """Forward+backward time of SMESArch against dense MMoE (same E), equal-FLOP MMoE and naive per-task top-K.
 
 Candidates run interleaved, round after round, in one process; the tables print medians and ratios (compare
-ratios, not absolute times: these machines are noisy). The default is the headline shape; ``--sweep`` sweeps
-E x T x K_s x K_a at a smaller shape so the whole grid runs in minutes on 2 cores.
+ratios, not absolute times: these machines are noisy). The default is the headline CPU shape; ``--sweep`` sweeps
+E x T x K_s x K_a at a smaller shape so the whole grid runs in minutes on 2 cores; ``--gpu`` runs the GPU goal's
+shape (B = 32768, E = 32, K = K_s + K_a = 4, several task counts and splits of K) on CUDA with bf16 autocast.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py --sweep
+    .venv/bin/python benchmarks/arch.py --gpu
 """
 
 from __future__ import annotations
@@ -22,70 +24,103 @@ from _timing import arch_step, expert_flops_per_row, interleaved_medians
 from tqdm import tqdm
 
 from smes_rec import MMoEArch, SMESArch
+from smes_rec.modules.dispatch import dispatch_rows, plan_dispatch
+from smes_rec.modules.routing import progressive_route
 
 
-def reference_gflops(batch: int, in_features: int, out_features: int, rounds: int = 3) -> float:
-    """FLOP rate of one plain fp32 matrix product of the experts' first-layer shape (forward+backward)."""
-    x = torch.randn(batch, in_features, requires_grad=True)
-    w = torch.randn(in_features, out_features, requires_grad=True)
-    seconds = interleaved_medians({"mm": lambda: (x @ w).sum().backward()}, rounds, desc="reference")["mm"]
+def reference_gflops(batch: int, in_features: int, out_features: int, device: torch.device, dtype: torch.dtype,
+                     rounds: int = 3) -> float:
+    """FLOP rate of one plain matrix product of the experts' first-layer shape (forward+backward)."""
+    x = torch.randn(batch, in_features, device=device, dtype=dtype, requires_grad=True)
+    w = torch.randn(in_features, out_features, device=device, dtype=dtype, requires_grad=True)
+    seconds = interleaved_medians({"mm": lambda: (x @ w).sum().backward()}, rounds, desc="reference",
+                                  device=device)["mm"]
     return 6 * batch * in_features * out_features / seconds / 1e9
 
 
-def compare(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: int, rounds: int, ref: float) -> dict:
+def grouped_gemm_gflops(arch: SMESArch, h: torch.Tensor, dtype: torch.dtype, rounds: int) -> float:
+    """Forward FLOP rate of the first expert layer's grouped GEMM alone, on the rows SMES dispatches for ``h``."""
+    with torch.no_grad():
+        routing = progressive_route(arch.gates(h), arch.task_weights_T, arch.k_shared, arch.k_adaptive)
+        plan = plan_dispatch(routing.ids_BTK, arch.num_experts, arch.max_unique, arch.static_dispatch)
+        x_PD = dispatch_rows(h, plan.instance_of_row_P).to(dtype)
+    w_EDH = arch.experts.weights[0].detach().to(dtype)
+    rows = int(plan.offsets_E[-1])  # real rows only: static-mode padding is not work
+    seconds = interleaved_medians({"gemm": lambda: torch._grouped_mm(x_PD, w_EDH, offs=plan.offsets_E)}, rounds,
+                                  desc="grouped GEMM", device=h.device)["gemm"]
+    return 2 * rows * w_EDH.size(1) * w_EDH.size(2) / seconds / 1e9
+
+
+def compare(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: int, rounds: int, ref: float,
+            device: torch.device) -> dict:
     """Times the four candidates at one setting and returns a result row."""
     torch.manual_seed(0)
-    h = torch.randn(B, D)
-    smes = SMESArch(D, T, E, k_s, k_a, layers)
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    gemm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    h = torch.randn(B, D, device=device)
+    smes = SMESArch(D, T, E, k_s, k_a, layers).to(device)
     with torch.no_grad():
         unique = smes(h).routing.num_unique_B.float()
     mean_u, max_u = unique.mean().item(), int(unique.max())
     e_equal = max(1, round(mean_u))
-    naive = SMESArch(D, T, E, 0, k_s + k_a, layers)
+    naive = SMESArch(D, T, E, 0, k_s + k_a, layers).to(device)
     with torch.no_grad():
         naive_u = naive(h).routing.num_unique_B.float().mean().item()
     steps = {
-        "smes": arch_step(smes, h),
-        "mmoe": arch_step(MMoEArch(D, T, E, layers), h),
-        "equal": arch_step(MMoEArch(D, T, e_equal, layers), h),
-        "naive": arch_step(naive, h),
+        "smes": arch_step(smes, h, autocast),
+        "mmoe": arch_step(MMoEArch(D, T, E, layers).to(device), h, autocast),
+        "equal": arch_step(MMoEArch(D, T, e_equal, layers).to(device), h, autocast),
+        "naive": arch_step(naive, h, autocast),
     }
-    med = interleaved_medians(steps, rounds, desc=f"E={E} T={T} Ks={k_s} Ka={k_a}")
+    med = interleaved_medians(steps, rounds, desc=f"E={E} T={T} Ks={k_s} Ka={k_a}", device=device)
     gflops = B * mean_u * expert_flops_per_row(D, layers) / med["smes"] / 1e9
     return {"E": E, "T": T, "k_s": k_s, "k_a": k_a, "mean_u": mean_u, "max_u": max_u, "naive_u": naive_u,
-            "e_equal": e_equal, **{f"t_{k}": v for k, v in med.items()}, "frac_ref": gflops / ref}
+            "e_equal": e_equal, **{f"t_{k}": v for k, v in med.items()}, "frac_ref": gflops / ref,
+            "gemm_gflops": grouped_gemm_gflops(smes, h, gemm_dtype, rounds)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", action="store_true", help="sweep E, T, K_s, K_a at the smaller shape")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sweep", action="store_true", help="sweep E, T, K_s, K_a at the smaller shape")
+    mode.add_argument("--gpu", action="store_true", help="the GPU goal's shape on CUDA, bf16 experts")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--in-features", type=int, default=None)
     parser.add_argument("--expert-layers", type=int, nargs="+", default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--grid", type=int, nargs=4, action="append", metavar=("E", "T", "K_S", "K_A"),
+                        help="time this setting instead of the mode's grid (repeatable)")
     args = parser.parse_args()
+    device = torch.device("cuda" if args.gpu else "cpu")
     if args.sweep:
         B, D, layers, rounds = 2048, 256, [256, 128], 3
         grid = list(itertools.product([16, 32, 64, 128], [4, 8, 12], [1, 2], [1, 2]))
+    elif args.gpu:
+        # K = 4 experts per task; |U| <= K_s + T*K_a, so the task count and the split of K set the FLOP floor.
+        B, D, layers, rounds = 32768, 1024, [512, 256], 10
+        grid = [(32, 8, 4, 0), (32, 8, 3, 1), (32, 8, 2, 2), (32, 4, 3, 1), (32, 2, 2, 2)]
     else:
         B, D, layers, rounds = 4096, 1024, [512, 256], 5
         grid = [(64, 8, 2, 1)]
     B, D = args.batch_size or B, args.in_features or D
-    layers, rounds = args.expert_layers or layers, args.rounds or rounds
-    ref = reference_gflops(B, D, layers[0])
-    rows = [compare(B, D, layers, T, E, k_s, k_a, rounds, ref)
+    layers, rounds, grid = args.expert_layers or layers, args.rounds or rounds, args.grid or grid
+    precision = "bf16 experts (autocast), fp32 router" if device.type == "cuda" else "fp32"
+    ref = reference_gflops(B, D, layers[0], device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    rows = [compare(B, D, layers, T, E, k_s, k_a, rounds, ref, device)
             for E, T, k_s, k_a in tqdm(grid, desc="settings")]
-    print(f"\nB={B} D={D} experts {'->'.join(map(str, [D, *layers]))} fp32, threads={torch.get_num_threads()}, "
-          f"median of {rounds} interleaved rounds; reference matmul {ref:.1f} GFLOP/s\n")
-    print("| E | T | K_s | K_a | mean/max \\|U\\| (bound) | naive mean \\|U\\| | SMES s | SMES/MMoE(E) "
-          "| SMES/MMoE(E'=mean\\|U\\|) | SMES/naive top-K | SMES GFLOP/s vs matmul |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, threads={torch.get_num_threads()}"
+    print(f"\nB={B} D={D} experts {'->'.join(map(str, [D, *layers]))} {precision}, {where}, median of {rounds} "
+          f"interleaved rounds; reference matmul {ref:.1f} GFLOP/s\n")
+    print("| E | T | K_s | K_a | mean/max \\|U\\| (bound) | FLOP floor mean\\|U\\|/E | naive mean \\|U\\| | SMES s "
+          "| SMES/MMoE(E) | SMES/MMoE(E'=mean\\|U\\|) | SMES/naive top-K | SMES GFLOP/s vs matmul "
+          "| grouped GEMM GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bound = min(r["E"], r["k_s"] + r["T"] * r["k_a"])
         print(f"| {r['E']} | {r['T']} | {r['k_s']} | {r['k_a']} | {r['mean_u']:.2f} / {r['max_u']} ({bound}) "
-              f"| {r['naive_u']:.2f} | {r['t_smes']:.3f} | {r['t_smes'] / r['t_mmoe']:.3f} "
-              f"| {r['t_smes'] / r['t_equal']:.3f} (E'={r['e_equal']}) | {r['t_smes'] / r['t_naive']:.3f} "
-              f"| {r['frac_ref']:.2f} |")
+              f"| {r['mean_u'] / r['E']:.3f} | {r['naive_u']:.2f} | {r['t_smes']:.4f} "
+              f"| {r['t_smes'] / r['t_mmoe']:.3f} | {r['t_smes'] / r['t_equal']:.3f} (E'={r['e_equal']}) "
+              f"| {r['t_smes'] / r['t_naive']:.3f} | {r['frac_ref']:.2f} | {r['gemm_gflops']:.1f} |")
 
 
 if __name__ == "__main__":

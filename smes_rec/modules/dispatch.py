@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from smes_rec.modules.routing import expert_membership
 
@@ -92,7 +93,8 @@ def combine(y_PH: torch.Tensor, row_BTK: torch.Tensor, gates_BTK: torch.Tensor) 
         ``[T, B, H]`` task representations.
     """
     B, T, K = row_BTK.shape
-    H = y_PH.size(-1)
-    y_XKH = y_PH.index_select(0, row_BTK.reshape(-1)).view(B * T, K, H)
-    out_X1H = torch.bmm(gates_BTK.reshape(B * T, 1, K).to(y_PH.dtype), y_XKH)
-    return out_X1H.view(B, T, H).transpose(0, 1)
+    # One fused gather-and-weighted-sum per (instance, task): no [B, T, K, H] copy of the rows is materialised.
+    out_XH = F.embedding_bag(
+        row_BTK.reshape(B * T, K), y_PH, per_sample_weights=gates_BTK.reshape(B * T, K).to(y_PH.dtype), mode="sum"
+    )
+    return out_XH.view(B, T, -1).transpose(0, 1)

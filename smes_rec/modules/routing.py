@@ -69,9 +69,44 @@ class RoutingTelemetry(NamedTuple):
     selection_TE: torch.Tensor
 
 
-def _top_k_stable(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores along the last dim, descending, ties to the lower index."""
+def _top_k_by_sort(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores along the last dim, descending, ties to the lower index (a stable sort)."""
     return torch.sort(scores_XE, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def _top_k_by_topk(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
+    """The same indices as :func:`_top_k_by_sort`, from ``torch.topk`` where that is exact.
+
+    ``torch.topk`` is O(E) per row against the sort's O(E log E), but its order among equal scores is unspecified.
+    A row can only differ where two of its k + 1 largest scores are equal (a tie inside the top k or at its
+    boundary) or NaN; those rows, rare with real-valued router scores, are redone by the stable sort. Reading
+    whether any exist is a host read, free on CPU, so this is the CPU path.
+    """
+    E = scores_XE.size(-1)
+    if k == 0 or k >= E:
+        return _top_k_by_sort(scores_XE, k)
+    values_XJ, ids_XJ = torch.topk(scores_XE, k + 1, dim=-1)  # J = k + 1, descending
+    suspect_X = (values_XJ[..., 1:] == values_XJ[..., :-1]).any(-1) | values_XJ.isnan().any(-1)
+    ids_XK = ids_XJ[..., :k]
+    if bool(suspect_X.any()):
+        rows = suspect_X.nonzero(as_tuple=True)
+        ids_XK = ids_XK.index_put(rows, _top_k_by_sort(scores_XE[rows], k))
+    return ids_XK
+
+
+def _top_k_stable(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores along the last dim, descending, ties to the lower index.
+
+    A segmented sort is cheap on GPU and never synchronises with the host; on CPU ``torch.topk`` with the tied rows
+    redone is several times faster than the sort at E >= 64.
+    """
+    scores_XE = scores_XE.detach()  # the selection is discrete: no gradient flows through it
+    if scores_XE.is_cuda:
+        return _top_k_by_sort(scores_XE, k)
+    return _top_k_by_topk(scores_XE, k)
+
+
+torch.fx.wrap("_top_k_stable")  # a leaf in fx graphs: the CPU path branches on the data
 
 
 def progressive_route(
@@ -99,13 +134,13 @@ def progressive_route(
     probs_BTE = torch.softmax(logits_BTE, dim=-1)
 
     # Stage I: one shared set per instance from the task-weighted pooled distribution.
-    pooled_BE = torch.einsum("bte,t->be", probs_BTE, task_weights_T.to(probs_BTE.dtype))
+    pooled_BE = (probs_BTE.detach() * task_weights_T.to(probs_BTE.dtype).unsqueeze(1)).sum(dim=1)
     shared_BS = _top_k_stable(pooled_BE, k_shared)
     shared_BTS = shared_BS.unsqueeze(1).expand(B, T, k_shared)
 
     # Stage II: each task ranks its own logits over the experts outside S.
     in_shared_BE = torch.zeros_like(pooled_BE, dtype=torch.bool).scatter(1, shared_BS, True)
-    outside_BTE = logits_BTE.masked_fill(in_shared_BE.unsqueeze(1), float("-inf"))
+    outside_BTE = logits_BTE.detach().masked_fill(in_shared_BE.unsqueeze(1), float("-inf"))
     adaptive_BTA = _top_k_stable(outside_BTE, k_adaptive)
 
     ids_BTK = torch.cat([shared_BTS, adaptive_BTA], dim=-1)
@@ -130,8 +165,10 @@ def multi_gate_load_balance_loss(probs_BTE: torch.Tensor, ids_BTK: torch.Tensor,
         A float32 scalar.
     """
     B, T, K = ids_BTK.shape
-    selected_BTE = torch.zeros_like(probs_BTE).scatter(-1, ids_BTK, 1.0)
-    fbar_E = selected_BTE.mean(dim=(0, 1))  # sums to K
+    ids_X = ids_BTK.reshape(-1)
+    ones_X = torch.ones_like(ids_X, dtype=torch.float32)
+    counts_E = ones_X.new_zeros(num_experts).scatter_add(0, ids_X, ones_X)
+    fbar_E = counts_E / (B * T)  # sums to K: a task's K experts are distinct
     pbar_E = probs_BTE.float().mean(dim=(0, 1))  # sums to 1
     return (num_experts / K) * (fbar_E * pbar_E).sum()
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from smes_rec.modules.routing import (
     Routing,
+    _top_k_by_sort,
+    _top_k_by_topk,
     expert_membership,
     multi_gate_load_balance_loss,
     progressive_route,
@@ -60,6 +64,36 @@ def test_routing_ties_break_towards_lower_index(B: int, T: int, E: int, k_s: int
     uniform = progressive_route(torch.zeros(2, T, E), torch.ones(T), k_s, k_a)
     expected = list(range(k_s + k_a))
     assert uniform.ids_BTK.tolist() == [[expected] * T] * 2
+
+
+def _brute_force_top_k(row: list[float], k: int) -> list[int]:
+    """Descending score, ties to the lower index; NaN ranks above every number (``torch.sort``'s convention)."""
+    return sorted(range(len(row)), key=lambda e: (not math.isnan(row[e]), -row[e] if row[e] == row[e] else 0, e))[:k]
+
+
+@pytest.mark.parametrize("E", [1, 2, 5, 16, 64])
+def test_both_top_k_paths_match_brute_force_with_ties_nan_inf_and_signed_zero(E: int) -> None:
+    """The CPU path (``torch.topk``, tied rows redone) and the GPU path (stable sort) pick the same experts."""
+    g = torch.Generator().manual_seed(E)
+    scores = torch.randint(-2, 3, (96, E), generator=g).float()  # heavy ties
+    scores[:32] = torch.randn(32, E, generator=g)  # rows with no ties
+    specials = torch.tensor([float("-inf"), float("inf"), float("nan"), -0.0, 0.0])
+    spots = torch.rand(96, E, generator=g) < 0.1
+    scores[spots] = specials[torch.randint(0, 5, (int(spots.sum()),), generator=g)]
+    for k in range(E + 1):
+        expected = [_brute_force_top_k(row, k) for row in scores.tolist()]
+        assert _top_k_by_sort(scores, k).tolist() == expected, f"sort, k={k}"
+        assert _top_k_by_topk(scores, k).tolist() == expected, f"topk, k={k}"
+        # The same on a [B, T, E] view, the shape routing uses.
+        assert _top_k_by_topk(scores.view(8, 12, E), k).reshape(96, k).tolist() == expected
+
+
+def test_selection_carries_no_gradient_only_the_gates_do() -> None:
+    logits = torch.randn(16, 3, 8, requires_grad=True)
+    out = progressive_route(logits, torch.ones(3), 2, 1)
+    assert not out.ids_BTK.requires_grad
+    (out.gates_BTK * torch.randn_like(out.gates_BTK)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
 def test_shared_part_is_identical_across_tasks_and_adaptive_part_outside_it() -> None:

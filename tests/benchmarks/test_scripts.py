@@ -1,0 +1,55 @@
+"""The benchmark scripts run end to end at a tiny shape and print well-formed tables (timings are not asserted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT
+
+NUMBER = r"[0-9]+\.[0-9]+"
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _table_rows(out: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("| ") and not line.startswith("|---")]
+
+
+def test_arch_prints_every_setting_with_ratios_and_the_bound() -> None:
+    out = _run("arch.py", "--batch-size", "64", "--in-features", "32", "--expert-layers", "16", "8", "--rounds", "1",
+               "--grid", "8", "2", "1", "1", "--grid", "4", "3", "0", "2")
+    header, *rows = _table_rows(out)
+    assert header[0] == "E" and len(rows) == 2
+    for row, (E, T, k_s, k_a) in zip(rows, [(8, 2, 1, 1), (4, 3, 0, 2)], strict=True):
+        assert row[:4] == [str(E), str(T), str(k_s), str(k_a)]
+        mean_u, max_u, bound = re.fullmatch(rf"({NUMBER}) / (\d+) \((\d+)\)", row[4]).groups()
+        assert int(bound) == min(E, k_s + T * k_a) and float(mean_u) <= int(max_u) <= int(bound)
+        assert all(re.match(NUMBER, cell) for cell in row[5:])
+
+
+def test_profile_arch_splits_the_step_into_stages() -> None:
+    out = _run("profile_arch.py", "--batch-size", "64", "--in-features", "32", "--expert-layers", "16", "8",
+               "--tasks", "3", "--experts", "8", "--rounds", "1")
+    rows = {row[0]: row[1:] for row in _table_rows(out)[1:]}
+    assert {"router projection (D -> T*E)", "experts (grouped GEMMs, bias, ReLU)", "combine (gated sum per task)",
+            "sum of stages", "whole step"} <= set(rows)
+    assert float(rows["whole step"][0]) > 0 and rows["whole step"][1] == "100%"
+
+
+def test_scaling_writes_its_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "scaling.png"
+    out = _run("scaling.py", "--experts", "4", "8", "--batch-size", "64", "--in-features", "32", "--expert-layers",
+               "16", "8", "--tasks", "3", "--rounds", "1", "--plot", str(plot))
+    assert len(_table_rows(out)) == 3
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
