@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from smes_rec import MMoEArch, SMESArch
 from smes_rec.modules.dispatch import dispatch_rows, plan_dispatch
+from smes_rec.modules.experts import _grouped_matmul
 from smes_rec.modules.routing import progressive_route
 
 
@@ -33,8 +34,12 @@ def reference_gflops(batch: int, in_features: int, out_features: int, device: to
     """FLOP rate of one plain matrix product of the experts' first-layer shape (forward+backward)."""
     x = torch.randn(batch, in_features, device=device, dtype=dtype, requires_grad=True)
     w = torch.randn(in_features, out_features, device=device, dtype=dtype, requires_grad=True)
-    seconds = interleaved_medians({"mm": lambda: (x @ w).sum().backward()}, rounds, desc="reference",
-                                  device=device)["mm"]
+
+    def step() -> None:
+        x.grad = w.grad = None
+        (x @ w).sum().backward()
+
+    seconds = interleaved_medians({"mm": step}, rounds, desc="reference", device=device)["mm"]
     return 6 * batch * in_features * out_features / seconds / 1e9
 
 
@@ -46,7 +51,7 @@ def grouped_gemm_gflops(arch: SMESArch, h: torch.Tensor, dtype: torch.dtype, rou
         x_PD = dispatch_rows(h, plan.instance_of_row_P).to(dtype)
     w_EDH = arch.experts.weights[0].detach().to(dtype)
     rows = int(plan.offsets_E[-1])  # real rows only: static-mode padding is not work
-    seconds = interleaved_medians({"gemm": lambda: torch._grouped_mm(x_PD, w_EDH, offs=plan.offsets_E)}, rounds,
+    seconds = interleaved_medians({"gemm": lambda: _grouped_matmul(x_PD, w_EDH, plan.offsets_E)}, rounds,
                                   desc="grouped GEMM", device=h.device)["gemm"]
     return 2 * rows * w_EDH.size(1) * w_EDH.size(2) / seconds / 1e9
 

@@ -85,13 +85,14 @@ def _top_k_by_topk(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
     E = scores_XE.size(-1)
     if k == 0 or k >= E:
         return _top_k_by_sort(scores_XE, k)
-    values_XJ, ids_XJ = torch.topk(scores_XE, k + 1, dim=-1)  # J = k + 1, descending
-    suspect_X = (values_XJ[..., 1:] == values_XJ[..., :-1]).any(-1) | values_XJ.isnan().any(-1)
-    ids_XK = ids_XJ[..., :k]
-    if bool(suspect_X.any()):
-        rows = suspect_X.nonzero(as_tuple=True)
-        ids_XK = ids_XK.index_put(rows, _top_k_by_sort(scores_XE[rows], k))
-    return ids_XK
+    scores_RE = scores_XE.reshape(-1, E)  # R rows, whatever the leading dims (none included)
+    values_RJ, ids_RJ = torch.topk(scores_RE, k + 1, dim=-1)  # J = k + 1, descending
+    suspect_R = (values_RJ[:, 1:] == values_RJ[:, :-1]).any(-1) | values_RJ.isnan().any(-1)
+    ids_RK = ids_RJ[:, :k]
+    if bool(suspect_R.any()):
+        rows_N = suspect_R.nonzero().squeeze(1)
+        ids_RK = ids_RK.index_put((rows_N,), _top_k_by_sort(scores_RE[rows_N], k))
+    return ids_RK.view(*scores_XE.shape[:-1], k)
 
 
 def _top_k_stable(scores_XE: torch.Tensor, k: int) -> torch.Tensor:

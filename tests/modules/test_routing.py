@@ -84,8 +84,9 @@ def test_both_top_k_paths_match_brute_force_with_ties_nan_inf_and_signed_zero(E:
         expected = [_brute_force_top_k(row, k) for row in scores.tolist()]
         assert _top_k_by_sort(scores, k).tolist() == expected, f"sort, k={k}"
         assert _top_k_by_topk(scores, k).tolist() == expected, f"topk, k={k}"
-        # The same on a [B, T, E] view, the shape routing uses.
+        # The same on a [B, T, E] view, the shape routing uses, and on single rows (no leading dim).
         assert _top_k_by_topk(scores.view(8, 12, E), k).reshape(96, k).tolist() == expected
+        assert [_top_k_by_topk(row, k).tolist() for row in scores[:40]] == expected[:40]
 
 
 def test_selection_carries_no_gradient_only_the_gates_do() -> None:
