@@ -320,11 +320,17 @@ class BatchLoader:
         self._resume = self._position = int(state["batch"])
 
     def __iter__(self) -> Iterator[Batch]:
+        # The DataLoader iterator (which forks the workers) starts here, in the calling thread, not at the first
+        # next(): a consumer such as the eval pipeline pulls batches on a background thread, and forking from a
+        # non-main thread while the main thread runs kernels can leave a worker in a broken state.
+        return self._batches(iter(self.dataloader))
+
+    def _batches(self, blocks: Iterator[PackedBlock]) -> Iterator[Batch]:
         plan = self.plan
         skip = self._resume % plan.batches_per_block
         self._position = self._resume - skip
         try:
-            for block in self.dataloader:
+            for block in blocks:
                 for i in range(block.num_batches):
                     if skip:
                         skip -= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,24 @@ def test_worker_count_does_not_change_the_batches(synthetic_dir: Path, tmp_path:
         assert torch.equal(x.sparse_features.offsets(), y.sparse_features.offsets())
         assert torch.equal(x.dense_features, y.dense_features)
         assert torch.equal(x.labels, y.labels)
+
+
+def test_workers_start_in_the_thread_that_calls_iter(synthetic_dir: Path, tmp_path: Path) -> None:
+    """``iter(loader)`` forks the workers itself, so a consumer on another thread (the eval pipeline's) never forks."""
+    source = _source(synthetic_dir, tmp_path)
+    source.dense_stats()
+    loader = build_dataloader(_cfg(num_workers=2), "train", source=source)
+    before = {p.pid for p in mp.active_children()}
+    batches = iter(loader)
+    started = {p.pid for p in mp.active_children()} - before
+    assert len(started) == 2
+    consumed = []
+    thread = threading.Thread(target=lambda: consumed.extend(b.group_ids for b in batches))
+    thread.start()
+    thread.join()
+    assert {p.pid for p in mp.active_children()} - before <= started  # nothing forked from the consumer thread
+    assert torch.equal(torch.cat(consumed), torch.cat([b.group_ids for b in build_dataloader(_cfg(), "train",
+                                                                                             source=source)]))
 
 
 def test_resume_continues_where_it_stopped(synthetic_dir: Path, tmp_path: Path) -> None:
