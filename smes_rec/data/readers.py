@@ -544,19 +544,29 @@ def read_side_table(schema: DatasetSchema, join: Join, index: int, columns: Sequ
             read_options=pacsv.ReadOptions(use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=lambda r: bad.append(r) or
                                              "error"),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=wanted,
-                column_types={c: pa.float64() if kinds.get(c) == "number" else pa.string() for c in wanted},
-                null_values=sorted({"", *schema.null_values}), strings_can_be_null=True,
-            ),
+            convert_options=_csv_convert_options(wanted, kinds, schema.null_values),
         )
     except pa.ArrowInvalid as e:
         if bad:
-            r = bad[0]
-            raise DataError(f"{path}: line {r.number}: expected {r.expected_columns} fields, got "
-                            f"{r.actual_columns}") from None
+            raise _field_count_error(path, bad[0]) from None
         raise DataError(f"{path}: {e}") from e
     return table, path
+
+
+def _csv_convert_options(wanted: Sequence[str], kinds: dict[str, str], null_values: Sequence[str]
+                         ) -> pacsv.ConvertOptions:
+    """Reads ``wanted`` only: ``number`` columns as float64, every other as text; empty cells and ``null_values``
+    are missing."""
+    return pacsv.ConvertOptions(
+        include_columns=list(wanted),
+        column_types={c: pa.float64() if kinds.get(c) == "number" else pa.string() for c in wanted},
+        null_values=sorted({"", *null_values}), strings_can_be_null=True,
+    )
+
+
+def _field_count_error(path: str, row: pacsv.InvalidRow) -> DataError:
+    """The error for a row with the wrong number of fields (pyarrow's ``number`` is the line in the file)."""
+    return DataError(f"{path}: line {row.number}: expected {row.expected_columns} fields, got {row.actual_columns}")
 
 
 def resolve_join(schema: DatasetSchema, join: Join, index: int) -> str:
@@ -618,28 +628,23 @@ def iter_batches(
             row += batch.num_rows
         return
     bad: list = []
-    reader = pacsv.open_csv(
-        info.path,
-        read_options=pacsv.ReadOptions(
-            use_threads=False, block_size=1 << 24, column_names=list(info.column_names),
-            skip_rows=int(info.header),
-        ),
-        parse_options=pacsv.ParseOptions(delimiter=info.delimiter, newlines_in_values=True,
-                                         invalid_row_handler=lambda r: bad.append(r) or "error"),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=wanted,
-            column_types={c: pa.float64() if kinds.get(c) == "number" else pa.string() for c in wanted},
-            null_values=sorted({"", *null_values}), strings_can_be_null=True,
-        ),
-    )
     row = 0
     try:
+        # Opening parses the first block, so it can fail on a malformed row too.
+        reader = pacsv.open_csv(
+            info.path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=1 << 24, column_names=list(info.column_names),
+                skip_rows=int(info.header),
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=info.delimiter, newlines_in_values=True,
+                                             invalid_row_handler=lambda r: bad.append(r) or "error"),
+            convert_options=_csv_convert_options(wanted, kinds, null_values),
+        )
         for batch in reader:
             yield row, batch
             row += batch.num_rows
     except pa.ArrowInvalid as e:
         if bad:
-            r = bad[0]
-            raise DataError(f"{info.path}: line {(r.number or 0) + int(info.header)}: expected {r.expected_columns} "
-                            f"fields, got {r.actual_columns}") from None
+            raise _field_count_error(info.path, bad[0]) from None
         raise DataError(f"{info.path}: after data row {row}: {e}") from e

@@ -304,3 +304,17 @@ def test_parquet_list_columns_are_multi_valued(tmp_path: Path) -> None:
     hist, words = kjt["hist"].values().tolist(), kjt["words"].values().tolist()
     assert len(set(hist)) == 3 and words[0] == words[2] != words[1]
     assert batch.group_ids.tolist() == [0, 0, 0, 0]  # no group column
+
+
+@pytest.mark.parametrize("bad_line", [3, 150])
+def test_streaming_conversion_names_the_line_of_a_row_with_too_many_fields(tmp_path: Path, bad_line: int) -> None:
+    path = tmp_path / "log.csv"
+    lines = ["a,b", *(f"{i},{i}" for i in range(bad_line + 10))]
+    lines[bad_line - 1] = "1,2,3"  # line numbers count the header
+    path.write_text("\n".join(lines) + "\n")
+    info = readers.FileInfo(str(path), "log.csv", "csv", False, ",", True, ("a", "b"), len(lines) - 1,
+                            path.stat().st_size, 0)
+    with pytest.raises(DataError) as e:
+        for _ in readers.iter_batches(info, None, {"a": "number", "b": "number"}, (), batch_rows=1000):
+            pass
+    assert f"{path}: line {bad_line}: expected 2 fields, got 3" in str(e.value)
