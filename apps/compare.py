@@ -11,7 +11,6 @@ OUT/compare.md, OUT/compare.json and OUT/compare.png (the first metric). Exit st
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from smes_rec.evaluation.compare import (
     comparison_markdown,
     load_run,
 )
+from smes_rec.utils.files import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.md").write_text(f"# Comparison\n\n{text}\n\n![{metrics[0]}](compare.png)\n")
         payload = {"runs": {r.name: str(r.path) for r in runs}, "comparisons": [c.to_dict() for c in comparisons]}
-        (out / "compare.json").write_text(json.dumps(payload, indent=2, allow_nan=False))
+        write_json(out / "compare.json", payload, allow_nan=False)
         comparison_chart(out / "compare.png", comparisons[0])
         print(f"\nWrote {out / 'compare.md'}")
     return 0

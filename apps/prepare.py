@@ -64,7 +64,7 @@ def validate(schema_path: str, files: Sequence[str] = (), data_root: str | None 
               f"{len(info.column_names)} columns)", file=out)
     for i, j in enumerate(schema.joins):
         print(f"join    {resolve_join(schema, j, i)} on {j.key}", file=out)
-    needs_stats = any(f.transform == "standardize" and f.mean is None for f in schema.dense)
+    needs_stats = bool(schema.dense_to_fit)
     stats = source.compute_dense_stats("all") if needs_stats else {}
     processor = FeatureProcessor(schema, source.plan, stats)
     col_stats = {c: _ColumnStats(source.kinds.get(c, "text")) for c in source.plan.log_columns}

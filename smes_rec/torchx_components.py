@@ -120,15 +120,15 @@ def _smes_parse_j(j: str) -> List[int]:
     return counts
 
 
-def _smes_split_overrides(overrides: Optional[str]) -> List[str]:
-    """``"a.b=1,c=[2,3]"`` -> ``["a.b=1", "c=[2,3]"]``, each checked to look like ``key.path=value``."""
+def _smes_set_args(overrides: Optional[str]) -> List[str]:
+    """``"a.b=1,c=[2,3]"`` -> ``["--set", "a.b=1", "--set", "c=[2,3]"]``, each item checked to be key.path=value."""
     if not overrides:
         return []
     items = [item.strip() for item in _SMES_OVERRIDE_SPLIT.split(overrides)]
     for item in items:
         if not _SMES_OVERRIDE_ITEM.match(item):
             raise SmesLaunchError(f"--set: {item!r} is not key.path=value (separate several with commas)")
-    return items
+    return [arg for item in items for arg in ("--set", item)]
 
 
 def _smes_app(
@@ -236,8 +236,7 @@ def train(
         rdzv_port: port of the c10d rendezvous on the first node (multi-node only).
     """
     script_args = ["--config", config]
-    for item in _smes_split_overrides(set):
-        script_args += ["--set", item]
+    script_args += _smes_set_args(set)
     if output_dir is not None:
         if not output_dir.strip():
             raise SmesLaunchError("--output_dir must not be empty")
@@ -294,8 +293,7 @@ def evaluate(
     script_args = ["--checkpoint", checkpoint, "--split", split]
     if out is not None:
         script_args += ["--out", out]
-    for item in _smes_split_overrides(set):
-        script_args += ["--set", item]
+    script_args += _smes_set_args(set)
     return _smes_app(
         script, script_args, [script, checkpoint], name, j, cpu, gpu, memMB, h, image, env, max_retries, mounts,
         rdzv_port,

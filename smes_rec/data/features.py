@@ -232,6 +232,11 @@ class ColumnPlan:
         return ColumnPlan(log, tuple(join_cols), dict(uses), dict(kinds))
 
 
+def _join_hash(key: np.ndarray, is_int: np.ndarray) -> np.ndarray:
+    """The hash joins match on: integer and text keys with the same bits hash apart. Side table and log must agree."""
+    return fmix64(key) ^ np.where(is_int, np.uint64(0), np.uint64(0x9E3779B97F4A7C15))
+
+
 class SideTable:
     """A joined side table, prepared once per process.
 
@@ -271,7 +276,7 @@ class SideTable:
                 self._duplicate(table, ints, ctx)
             self._dense_lookup = np.where(lookup < 0, n, lookup)
         else:
-            h = fmix64(key) ^ np.where(is_int, np.uint64(0), np.uint64(0x9E3779B97F4A7C15))
+            h = _join_hash(key, is_int)
             order = np.argsort(h, kind="stable")
             self._sorted, self._order = h[order], order
             if len(h) and (self._sorted[1:] == self._sorted[:-1]).any():
@@ -306,7 +311,7 @@ class SideTable:
             ints = key.view(np.int64)
             ok = valid & is_int & (ints >= 0) & (ints < len(self._dense_lookup))
             return np.where(ok, self._dense_lookup[np.where(ok, ints, 0)], n)
-        h = fmix64(key) ^ np.where(is_int, np.uint64(0), np.uint64(0x9E3779B97F4A7C15))
+        h = _join_hash(key, is_int)
         pos = np.minimum(np.searchsorted(self._sorted, h), max(n - 1, 0))
         match = valid & (self._sorted[pos] == h) if n else np.zeros(len(h), dtype=bool)
         return np.where(match, self._order[pos], n)

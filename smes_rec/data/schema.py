@@ -337,20 +337,10 @@ class DatasetSchema:
         )
 
     # --------------------------------------------------------------------------------------------- column lookups
-    def referenced_columns(self) -> tuple[str, ...]:
-        """Every column the schema reads (from the log or a side table), in a stable order without duplicates."""
-        cols: list[str] = []
-        if self.group:
-            cols.append(self.group)
-        if self.time:
-            cols.append(self.time)
-        cols += [f.column for f in self.sparse] + [f.column for f in self.dense]
-        for t in self.tasks:
-            cols.append(t.column)
-            if t.weight_column:
-                cols.append(t.weight_column)
-        cols += [j.key for j in self.joins]
-        return tuple(dict.fromkeys(cols))
+    @property
+    def dense_to_fit(self) -> tuple[DenseFeature, ...]:
+        """The ``standardize`` features without a fixed mean: their statistics come from the train split."""
+        return tuple(f for f in self.dense if f.transform == "standardize" and f.mean is None)
 
     def resolve(self, path: str) -> Path:
         """Resolves a path of the schema against ``data_root``."""

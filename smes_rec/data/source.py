@@ -307,7 +307,7 @@ class DataSource:
         """``(mean, std)`` of every ``standardize`` feature, from the train split (cached; see the module doc)."""
         if self._stats is not None:
             return self._stats
-        todo = [f for f in self.schema.dense if f.transform == "standardize" and f.mean is None]
+        todo = self.schema.dense_to_fit
         if not todo:
             self._stats = {}
             return self._stats
@@ -339,7 +339,7 @@ class DataSource:
 
     def compute_dense_stats(self, split: str = "train") -> DenseStats:
         """One streaming pass over ``split`` computing the statistics (no cache)."""
-        todo = [f for f in self.schema.dense if f.transform == "standardize" and f.mean is None]
+        todo = self.schema.dense_to_fit
         processor = self._processor or FeatureProcessor(self.schema, self.plan)
         wanted = {f.column for f in todo} | {j.key for j in self.schema.joins} | {self.time_column}
         log_needed = [c for c in self.read_columns if c in wanted]

@@ -138,18 +138,11 @@ def _run_info(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], mode: str
 
 def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: TrainConfig) -> EvalResult:
     """One process, no process group: the model rebuilt unsharded on the CPU, the checkpoint's weights loaded."""
-    from smes_rec.models.factory import build_ranker
-    from smes_rec.train.wrapper import TrainWrapper
+    from smes_rec.train.loop import build_train_wrapper
 
     data = LoaderSource(run_cfg.data, 0, 1)
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
-    num_tasks = len(data.task_names)
-    model_cfg = run_cfg.model
-    wrapper = TrainWrapper(
-        build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, "cpu"),
-        model_cfg.loss_weights or [1.0] * num_tasks,
-        model_cfg.aux_loss_weight,
-    )
+    wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
     load_model_weights(checkpoint, wrapper)
     total = len(data.loader(cfg.split))
     batches = itertools.islice(data.batches(cfg.split, 0, 0), cfg.max_batches)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from smes_rec.evaluation.report import metrics_from_json, read_metrics_json
+from smes_rec.evaluation.report import _clean, _plt, metrics_from_json, read_metrics_json
 from smes_rec.metrics import TaskMetrics
 
 __all__ = ["Comparison", "RunMetrics", "compare_runs", "comparison_chart", "comparison_markdown", "load_run"]
@@ -72,17 +72,7 @@ class Comparison(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form for JSON (NaN as None)."""
-
-        def clean(x: Any) -> Any:
-            if isinstance(x, float):
-                return x if math.isfinite(x) else None
-            if isinstance(x, Mapping):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [clean(v) for v in x]
-            return x
-
-        return clean(self._asdict())
+        return _clean(self._asdict())
 
 
 def _default_name(metrics_path: Path) -> str:
@@ -193,11 +183,7 @@ def comparison_markdown(comparison: Comparison, runs: Sequence[RunMetrics] = ())
 
 def comparison_chart(path: str | Path, comparison: Comparison) -> None:
     """Grouped bars of the metric per task and run (left) and the deltas against the baseline (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     c = comparison
     labels = [*c.tasks, "mean"]
     x = np.arange(len(labels))

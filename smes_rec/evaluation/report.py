@@ -27,6 +27,7 @@ import numpy as np
 
 from smes_rec.evaluation.telemetry import ActivationBound, RoutingSummary
 from smes_rec.metrics import TaskMetrics
+from smes_rec.utils.files import write_json
 
 __all__ = [
     "FIGURES",
@@ -89,10 +90,7 @@ def build_summary(
 
 def write_metrics_json(path: str | Path, summary: Mapping[str, Any]) -> None:
     """Writes the summary as strict JSON (NaN as null), atomically."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(summary), indent=2, allow_nan=False))
-    tmp.replace(path)
+    write_json(path, _clean(summary), allow_nan=False)
 
 
 def read_metrics_json(path: str | Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ routing statistics can leave out padding rows; the per-batch aggregates of ``Ste
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -132,24 +131,9 @@ def sharded_outputs(trainer: Trainer, split: str, max_batches: int | None) -> It
     Yields:
         ``(StepOutput, ids_BTK)`` per batch.
     """
-    from torchrec.distributed.train_pipeline import EvalPipelineSparseDist
-
-    from smes_rec.train.loop import synchronized
-
-    model = trainer.model
-    model.eval()
-    pipeline = EvalPipelineSparseDist(model, trainer.optimizer, trainer.ctx.device)
-    batches = synchronized(itertools.islice(trainer.data.batches(split, 0, 0), max_batches), trainer.batch_group)
-    try:
-        with torch.no_grad(), capture_routing(model) as captured:
-            while True:
-                try:
-                    out: StepOutput = pipeline.progress(batches)
-                except StopIteration:
-                    break
-                yield out, captured.take()
-    finally:
-        pipeline.detach()
+    with capture_routing(trainer.model) as captured:
+        for out in trainer.eval_outputs(split, max_batches):
+            yield out, captured.take()
 
 
 class _Predictions:

@@ -14,9 +14,10 @@ from smes_rec.models.factory import ModelConfig
 from smes_rec.train.checkpoint import CheckpointManager
 from smes_rec.train.data import LoaderSource
 from smes_rec.train.distributed import init_distributed
-from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer, metrics_table, write_json
+from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer, metrics_table
 from smes_rec.train.sharding import ShardingName
 from smes_rec.utils.config import to_mapping
+from smes_rec.utils.files import write_json
 
 __all__ = ["TrainConfig", "run"]
 
@@ -83,7 +84,7 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
             "config": record,
             "valid": {task: m._asdict() for task, m in metrics.items()},
         }
-        write_json(output / "final_metrics.json", summary)
+        write_json(output / "final_metrics.json", summary, default=float)
         print(f"\nValidation after {trainer.step} steps:\n{metrics_table(metrics)}\n", flush=True)
         print(f"Output folder: {output.resolve()}", flush=True)
     return metrics

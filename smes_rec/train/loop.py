@@ -7,7 +7,6 @@ the schema-driven pipeline, the synthetic data, or in-memory batches in tests.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -124,29 +123,60 @@ def synchronized(batches: Iterator[Batch], group: dist.ProcessGroup | None) -> I
         yield batch
 
 
+def build_train_wrapper(model_cfg: ModelConfig, data: DataSource, embedding_device: str) -> TrainWrapper:
+    """The ranker for ``data``'s shape wrapped with its losses (``loss_weights`` default to 1 per task).
+
+    Args:
+        model_cfg: The model.
+        data: The data shape (tasks, tables, features).
+        embedding_device: Where the embedding tables live: ``meta`` before sharding, ``cpu`` for unsharded use.
+    """
+    num_tasks = len(data.task_names)
+    if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
+        raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
+    return TrainWrapper(
+        build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, embedding_device),
+        model_cfg.loss_weights or [1.0] * num_tasks,
+        model_cfg.aux_loss_weight,
+    )
+
+
+def _step_stats(out: StepOutput) -> torch.Tensor:
+    """Everything a training step reports, in one host tensor (one device-to-host copy per step).
+
+    Returns:
+        ``[T + 4]``: the task losses, the aux loss, mean and max |U| over the batch, and the expert-load CV.
+    """
+    unique_B = out.num_unique_B.float()
+    parts = [out.task_losses_T, out.aux_loss.view(1), unique_B.mean().view(1), unique_B.max().view(1),
+             out.load_cv.view(1)]
+    return torch.cat([p.float() for p in parts]).cpu()
+
+
 @dataclass
 class _Telemetry:
-    """Running sums of per-step statistics between two logs (rank 0's batches)."""
+    """Running sums of per-step statistics between two logs (this rank's batches; rank 0 logs them)."""
 
     steps: int = 0
     examples: int = 0
     start: float = field(default_factory=time.perf_counter)
-    task_losses: torch.Tensor | None = None
+    task_losses: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     aux: float = 0.0
     unique_mean: float = 0.0
     unique_max: int = 0
     load_cv: float = 0.0
 
-    def add(self, out: StepOutput) -> None:
+    def add(self, stats: torch.Tensor, examples: int) -> None:
+        """Adds one step's :func:`_step_stats`."""
+        T = stats.numel() - 4
         self.steps += 1
-        self.examples += out.labels_TB.size(1)
-        losses = out.task_losses_T.float().cpu()
-        self.task_losses = losses if self.task_losses is None else self.task_losses + losses
-        self.aux += float(out.aux_loss)
-        unique = out.num_unique_B.float()
-        self.unique_mean += float(unique.mean())
-        self.unique_max = max(self.unique_max, int(unique.max()))
-        self.load_cv += float(out.load_cv)
+        self.examples += examples
+        self.task_losses = self.task_losses + stats[:T]
+        aux, unique_mean, unique_max, load_cv = stats[T:].tolist()
+        self.aux += aux
+        self.unique_mean += unique_mean
+        self.unique_max = max(self.unique_max, int(unique_max))
+        self.load_cv += load_cv
 
 
 class Trainer:
@@ -184,14 +214,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.config_record = dict(config_record or {})
         self.progress = progress and ctx.rank == 0
-        num_tasks = len(data.task_names)
-        if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
-            raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
-        wrapper = TrainWrapper(
-            build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, "meta"),
-            model_cfg.loss_weights or [1.0] * num_tasks,
-            model_cfg.aux_loss_weight,
-        )
+        wrapper = build_train_wrapper(model_cfg, data, "meta")
         apply_embedding_optimizer(wrapper, optim.embedding, optim.embedding_lr)
         self.model: DistributedModelParallel = shard_model(
             wrapper, data.tables, sharding, ctx.device, batch_size
@@ -256,31 +279,45 @@ class Trainer:
         return self.checkpoints.save(self.step, self.model, self.optimizer, meta)
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, split: str = "valid", max_batches: int | None = None) -> dict[str, TaskMetrics]:
-        """Exact per-task metrics of ``split`` over all ranks (through the eval pipeline)."""
+    def eval_outputs(self, split: str, max_batches: int | None = None) -> Iterator[StepOutput]:
+        """This rank's step outputs over ``split`` through ``EvalPipelineSparseDist`` (model in eval mode, no grad).
+
+        Every rank must iterate to the end: the pipeline and the batch-count agreement are collective. The model
+        is back in train mode, and the pipeline detached, once the generator finishes or is closed.
+        """
         self.model.eval()
-        evaluator = MultiTaskEvaluator(self.data.task_names)
         pipeline = EvalPipelineSparseDist(self.model, self.optimizer, self.ctx.device)
         batches = synchronized(itertools.islice(self.data.batches(split, 0, 0), max_batches), self.batch_group)
-        with torch.no_grad():
-            while True:
-                try:
-                    out: StepOutput = pipeline.progress(batches)
-                except StopIteration:
-                    break
-                evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
-        pipeline.detach()
-        self.model.train()
+        try:
+            with torch.no_grad():
+                while True:
+                    try:
+                        out: StepOutput = pipeline.progress(batches)
+                    except StopIteration:
+                        return
+                    yield out
+        finally:
+            pipeline.detach()
+            self.model.train()
+
+    def evaluate(self, split: str = "valid", max_batches: int | None = None) -> dict[str, TaskMetrics]:
+        """Exact per-task metrics of ``split`` over all ranks (through the eval pipeline)."""
+        evaluator = MultiTaskEvaluator(self.data.task_names)
+        for out in self.eval_outputs(split, max_batches):
+            evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
         return evaluator.compute(self.cpu_group or dist.group.WORLD)  # exact over every rank's rows
 
     # ---------------------------------------------------------------- training
-    def _check_finite(self, out: StepOutput) -> torch.Tensor:
+    def _check_finite(self, losses: torch.Tensor) -> torch.Tensor:
         """Averages task and aux losses over ranks; raises on every rank together if any is not finite.
+
+        Args:
+            losses: This rank's ``[T + 1]`` task losses and aux loss, on the host.
 
         Returns:
             ``[T + 1]`` rank-averaged task losses and aux loss (the aux loss unweighted).
         """
-        losses = torch.cat([out.task_losses_T.float(), out.aux_loss.float().view(1)]).cpu()
+        losses = losses.clone()  # all_reduce works in place
         dist.all_reduce(losses, group=self.cpu_group)
         if not torch.isfinite(losses).all():
             names = [*self.data.task_names, "aux (load balance)"]
@@ -292,8 +329,8 @@ class Trainer:
             )
         return losses / self.ctx.world_size
 
-    def _log(self, writer: Any, tel: _Telemetry, bar: tqdm | None) -> None:
-        if tel.steps == 0 or tel.task_losses is None:
+    def _log(self, writer: Any, tel: _Telemetry, bar: tqdm) -> None:
+        if tel.steps == 0:
             return
         seconds = time.perf_counter() - tel.start
         scalars = {f"loss/{name}": float(v) / tel.steps for name, v in zip(self.data.task_names, tel.task_losses,
@@ -308,10 +345,9 @@ class Trainer:
         if writer is not None:
             for key, value in scalars.items():
                 writer.add_scalar(key, value, self.step)
-        if bar is not None:
-            mean_loss = sum(float(v) for v in tel.task_losses) / tel.steps
-            bar.set_postfix(loss=f"{mean_loss:.4f}", experts=f"{scalars['routing/mean_unique_experts']:.2f}",
-                            ex_s=f"{scalars['throughput/examples_per_s']:.0f}")
+        mean_loss = float(tel.task_losses.sum()) / tel.steps
+        bar.set_postfix(loss=f"{mean_loss:.4f}", experts=f"{scalars['routing/mean_unique_experts']:.2f}",
+                        ex_s=f"{scalars['throughput/examples_per_s']:.0f}")
 
     def _record_eval(self, writer: Any, metrics: Mapping[str, TaskMetrics]) -> None:
         self.history.append({"step": self.step, "metrics": {k: v._asdict() for k, v in metrics.items()}})
@@ -345,10 +381,11 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
                 batches = synchronized(self.data.batches("train", self.epoch, 0), self.batch_group)
                 continue
-            self.step_losses.append(float(self._check_finite(out).sum()))
+            stats = _step_stats(out)
+            self.step_losses.append(float(self._check_finite(stats[: len(self.data.task_names) + 1]).sum()))
             self.step += 1
             self.position += 1
-            tel.add(out)
+            tel.add(stats, out.labels_TB.size(1))
             bar.update(1)
             if self.step % sched.log_every == 0:
                 self._log(writer, tel, bar)
@@ -378,11 +415,3 @@ def metrics_table(metrics: Mapping[str, TaskMetrics], columns: Sequence[str] = (
         values = " | ".join(f"{getattr(m, c):.4f}" for c in columns)
         lines.append(f"| {task} | {values} | {m.num_examples} |")
     return "\n".join(lines)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Writes JSON atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    tmp.replace(path)

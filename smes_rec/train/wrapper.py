@@ -22,7 +22,6 @@ class StepOutput(NamedTuple):
     """Detached per-step results: everything metrics, logging and evaluation need.
 
     Attributes:
-        loss: The total loss.
         task_losses_T: Weighted BCE per task (mean over the batch).
         aux_loss: The unweighted auxiliary (load-balancing) loss.
         probs_TB: Predicted probabilities.
@@ -30,12 +29,10 @@ class StepOutput(NamedTuple):
         weights_TB: Example weights.
         group_ids_B: Group ids (users) for GAUC.
         num_unique_B: Experts executed per instance.
-        expert_load_E: Share of executed pairs per expert.
         load_cv: Coefficient of variation of the executed pairs per expert.
         selection_TE: Task x expert selection counts.
     """
 
-    loss: torch.Tensor
     task_losses_T: torch.Tensor
     aux_loss: torch.Tensor
     probs_TB: torch.Tensor
@@ -43,7 +40,6 @@ class StepOutput(NamedTuple):
     weights_TB: torch.Tensor
     group_ids_B: torch.Tensor
     num_unique_B: torch.Tensor
-    expert_load_E: torch.Tensor
     load_cv: torch.Tensor
     selection_TE: torch.Tensor
 
@@ -73,7 +69,6 @@ class TrainWrapper(nn.Module):
         loss = (task_losses_T * self.task_loss_weights_T).sum() + self.aux_loss_weight * out.aux_loss
         r = out.routing
         return loss, StepOutput(
-            loss=loss.detach(),
             task_losses_T=task_losses_T.detach(),
             aux_loss=out.aux_loss.detach(),
             probs_TB=torch.sigmoid(logits_TB.detach()),
@@ -81,7 +76,6 @@ class TrainWrapper(nn.Module):
             weights_TB=batch.weights,
             group_ids_B=batch.group_ids,
             num_unique_B=r.num_unique_B,
-            expert_load_E=r.expert_load_E.detach(),
             load_cv=r.load_cv.detach(),
             selection_TE=r.selection_TE,
         )

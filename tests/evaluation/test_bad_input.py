@@ -138,10 +138,10 @@ def _step_output(labels_TB: torch.Tensor) -> tuple[StepOutput, torch.Tensor]:
     T, B = labels_TB.shape
     ids_BTK = torch.zeros(B, T, 1, dtype=torch.int64)
     out = StepOutput(
-        loss=torch.tensor(0.0), task_losses_T=torch.zeros(T), aux_loss=torch.tensor(0.0),
+        task_losses_T=torch.zeros(T), aux_loss=torch.tensor(0.0),
         probs_TB=torch.full((T, B), 0.5), labels_TB=labels_TB, weights_TB=torch.ones(T, B),
         group_ids_B=torch.arange(B), num_unique_B=torch.ones(B, dtype=torch.int64),
-        expert_load_E=torch.tensor([1.0, 0.0]), load_cv=torch.tensor(1.0),
+        load_cv=torch.tensor(1.0),
         selection_TE=torch.zeros(T, 2, dtype=torch.int64),
     )
     return out, ids_BTK
