@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from smes_rec import HoMEArch, HoMEExperts
 from smes_rec.models.factory import ModelConfig, build_arch, default_task_categories
