@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ D, T = 16, 3
 
 
 def _mlp_flops(dims: list[int]) -> int:
-    return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    return sum(2 * a * b for a, b in pairwise(dims))
 
 
 def test_dense_mmoe_flops_and_params_equal_hand_counts() -> None:
