@@ -94,13 +94,26 @@ BASELINES = {
 }
 
 
+def _rankmixer_dim_for(base: ModelConfig, D: int, T: int, target: torch.nn.Module) -> int:
+    """The dense RankMixer token width (a multiple of N) whose parameter count is closest to ``target``'s."""
+    budget = sum(p.numel() for p in target.parameters())
+    N, best = base.rankmixer_tokens, (None, 0)
+    for dim in range(N, 1 << 14, N):
+        arch = build_arch(dataclasses.replace(base, arch="rankmixer", rankmixer_dim=dim), D, T)
+        gap = abs(sum(p.numel() for p in arch.parameters()) - budget)
+        if best[0] is not None and gap > best[0]:
+            break
+        best = (gap, dim)
+    return best[1]
+
+
 def compare_baselines(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: int, rounds: int,
                       device: torch.device) -> None:
     """Times every arch of the paper's comparison at one setting and prints its cost next to its step time."""
     torch.manual_seed(0)
     h = torch.randn(B, D, device=device)
-    base = ModelConfig(num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=tuple(layers),
-                       rankmixer_dim=layers[-1] * 4, rankmixer_tokens=4)
+    base = ModelConfig(num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=tuple(layers), rankmixer_tokens=4)
+    base = dataclasses.replace(base, rankmixer_dim=_rankmixer_dim_for(base, D, T, MMoEArch(D, T, E, layers)))
     categories = [t % 2 for t in range(T)]  # two HoME categories, alternating
     archs = {name: build_arch(dataclasses.replace(base, **{"arch": name, **kw}), D, T, categories).to(device)
              for name, kw in BASELINES.items()}
@@ -109,8 +122,9 @@ def compare_baselines(B: int, D: int, layers: list[int], T: int, E: int, k_s: in
                               desc="baselines", device=device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, threads={torch.get_num_threads()}"
     print(f"\nB={B} D={D} T={T} expert layers {layers}, E={E} (SMES K_s={k_s} K_a={k_a}), RankMixer N=4 "
-          f"D={base.rankmixer_dim}; fp32, {where}, median of {rounds} interleaved rounds; FLOPs: inference forward "
-          "matrix products per instance (arch_cost)\n")
+          f"D={base.rankmixer_dim} (the width whose dense parameters come closest to MMoE's; the sparse variant has "
+          f"J={base.rankmixer_experts} experts per token); fp32, {where}, median of {rounds} interleaved rounds; "
+          "FLOPs: inference forward matrix products per instance (arch_cost)\n")
     print("| arch | params | active params | MFLOPs/instance | s/step (fwd+bwd) | step / SMES step |")
     print("|---|---|---|---|---|---|")
     for name, c in costs.items():
