@@ -40,3 +40,19 @@ def test_home_and_mome_rankers() -> None:
     assert isinstance(mome, MoMEArch) and mome.masks.warmup_steps == 7
     with pytest.raises(ValueError, match="task names"):
         build_ranker(ModelConfig(arch="home"), TABLES, FEATURES, 3, 3, "cpu", task_names=["a", "b"])
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"arch": "rankmixer", "rankmixer_tokens": 3}, "rankmixer_* settings: model_dim (64) must be divisible"),
+    ({"arch": "rankmixer", "rankmixer_sparse": True, "rankmixer_infer_weight": 0.0}, "infer_weight"),
+    ({"arch": "mome", "mome_sigma": 0.0}, "mome_* settings: sigma must be > 0"),
+    ({"arch": "home", "home_task_specific": 0}, "home_* settings: task_specific must be >= 1"),
+    ({"arch": "home", "home_task_categories": [0, -1]}, "home_task_categories must be >= 0"),
+])
+def test_bad_baseline_settings_fail_while_the_config_loads(values: dict, message: str) -> None:
+    from smes_rec.utils.config import ConfigError, from_mapping
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        from_mapping(ModelConfig, values, "run.yaml")
+    # Settings of archs that are not selected are not checked.
+    from_mapping(ModelConfig, {**values, "arch": "smes"}, "run.yaml")
