@@ -140,7 +140,7 @@ class ModelConfig:
                 make()
             except ValueError as e:
                 raise ValueError(f"{self.arch}_* settings: {e}") from None
-        if self.arch == "home" and self.home_task_categories is not None and min(self.home_task_categories) < 0:
+        if self.arch == "home" and self.home_task_categories and min(self.home_task_categories) < 0:
             raise ValueError(f"home_task_categories must be >= 0, got {list(self.home_task_categories)}")
 
     def home_experts(self) -> HoMEExperts:
