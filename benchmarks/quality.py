@@ -1,5 +1,10 @@
 """Real-data quality comparison: SMES against MMoE, PLE, SharedBottom and naive top-K on the KuaiRand subset.
 
+``--paper`` runs the SMES paper's comparison instead: SMES, MMoE, PLE, MoME, HoME, RankMixer and sparse RankMixer
+(MoME's stage 1 is the first fifth of the steps; MoME's and sparse RankMixer's auxiliary losses carry their own
+lambda, so those runs set ``model.aux_loss_weight=1``). Every arch's parameters and inference FLOPs per instance
+(``arch_cost``) are reported next to its quality.
+
 Every model trains from ``configs/kuairand_subset.yaml`` with only ``model.arch``, ``seed`` and ``output_dir``
 changed: the same embeddings, bottom MLP, expert and tower widths, steps, batch size and optimizers; SMES and
 naive top-K share E and K = K_s + K_a. Each (arch, seed) run is trained in this process, its final checkpoint
@@ -44,12 +49,26 @@ import torch.distributed as dist
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
 from smes_rec.evaluation.report import read_metrics_json
 from smes_rec.models.factory import build_ranker
+from smes_rec.modules.cost import arch_cost
 from smes_rec.train.app import TrainConfig, run
 from smes_rec.train.checkpoint import CheckpointManager
 from smes_rec.utils.config import apply_overrides, load_yaml
 
 ARCHS = ("smes", "naive_topk", "mmoe", "ple", "shared_bottom")
-LABELS = {"smes": "SMES", "naive_topk": "naive top-K", "mmoe": "MMoE", "ple": "PLE", "shared_bottom": "SharedBottom"}
+PAPER = ("smes", "mmoe", "ple", "mome", "home", "rankmixer", "rankmixer_sparse")
+ALL_ARCHS = (*ARCHS, "omoe", "home", "mome", "rankmixer", "rankmixer_sparse")
+LABELS = {"smes": "SMES", "naive_topk": "naive top-K", "mmoe": "MMoE", "ple": "PLE", "shared_bottom": "SharedBottom",
+          "omoe": "OMoE", "home": "HoME", "mome": "MoME", "rankmixer": "RankMixer",
+          "rankmixer_sparse": "RankMixer (sparse MoE)"}
+
+
+def arch_overrides(name: str, max_steps: int) -> list[str]:
+    """The config overrides that select arch ``name`` (the sparse RankMixer is ``rankmixer`` with a switch)."""
+    if name == "rankmixer_sparse":
+        return ["model.arch=rankmixer", "model.rankmixer_sparse=true", "model.aux_loss_weight=1.0"]
+    if name == "mome":
+        return ["model.arch=mome", f"model.mome_warmup_steps={max(1, max_steps // 5)}", "model.aux_loss_weight=1.0"]
+    return [f"model.arch={name}"]
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -76,18 +95,22 @@ def _throughput(run_dir: Path) -> float:
     return len(steady) / sum(1.0 / r for r in steady)
 
 
-def _dense_params(cfg: TrainConfig, meta: dict[str, Any]) -> int:
-    """Parameters of the dense model (bottom, arch, towers): what differs between the archs."""
+def _dense_cost(cfg: TrainConfig, meta: dict[str, Any]) -> dict[str, float]:
+    """Parameters of the dense model (bottom, arch, towers), and the arch's own cost (``arch_cost``)."""
     from smes_rec.models.sparse import TableSpec
 
     fp = meta["data_fingerprint"]
     tables = [TableSpec(t[0], t[1], t[2], tuple(t[3])) for t in fp["tables"]]
-    ranker = build_ranker(cfg.model, tables, fp["features"], fp["num_dense"], len(fp["tasks"]), "meta")
-    return sum(p.numel() for p in ranker.dense_model.parameters())
+    ranker = build_ranker(cfg.model, tables, fp["features"], fp["num_dense"], len(fp["tasks"]), "meta",
+                          task_names=fp["tasks"])
+    cost = arch_cost(ranker.dense_model.arch, ranker.dense_model.bottom.out_features)
+    return {"dense_params": sum(p.numel() for p in ranker.dense_model.parameters()),
+            "arch_params": cost.total_params, "arch_active_params": cost.active_params,
+            "arch_flops": cost.flops_per_instance}
 
 
-def train_and_evaluate(cfg: TrainConfig, split: str) -> dict[str, Any]:
-    """Trains one run (stdout to train.log), evaluates its final checkpoint, and returns its record."""
+def train_and_evaluate(cfg: TrainConfig, split: str, name: str) -> dict[str, Any]:
+    """Trains one run (stdout to train.log), evaluates its final checkpoint, and returns its record (as ``name``)."""
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -102,11 +125,11 @@ def train_and_evaluate(cfg: TrainConfig, split: str) -> dict[str, Any]:
     eval_cfg = EvalConfig(checkpoint=str(checkpoint), split=split, out=str(run_dir / f"eval_{split}"), progress=False)
     outcome = evaluate_checkpoint(eval_cfg)
     record = {
-        "arch": cfg.model.arch,
+        "arch": name,
         "seed": cfg.seed,
         "train_seconds": train_seconds,
         "examples_per_s": _throughput(run_dir),
-        "dense_params": _dense_params(cfg, CheckpointManager.read_meta(checkpoint)),
+        **_dense_cost(cfg, CheckpointManager.read_meta(checkpoint)),
     }
     (run_dir / "record.json").write_text(json.dumps(record, indent=2))
     return {**record, "metrics": outcome.summary}
@@ -142,6 +165,8 @@ def summarise(records: Sequence[dict[str, Any]], archs: Sequence[str]) -> dict[s
         entry["examples_per_s_values"] = [r["examples_per_s"] for r in rs]
         entry["train_seconds"] = _mean_std([r["train_seconds"] for r in rs])
         entry["dense_params"] = rs[0]["dense_params"]
+        entry["arch_flops"] = rs[0].get("arch_flops", math.nan)  # records of older runs lack the arch's cost
+        entry["arch_active_params"] = rs[0].get("arch_active_params", math.nan)
         out["archs"][arch] = entry
     first = records[0]["metrics"]["tasks"]
     out["num_groups"] = {t: first[t]["num_groups"] for t in tasks}
@@ -170,8 +195,8 @@ def results_markdown(summary: dict[str, Any], archs: Sequence[str], header: str)
         "**Routing and speed**, mean ± std over seeds",
         "",
         "| model | experts in pool | experts run per instance (mean, max) | bound | expert load CV | dense params "
-        "| train examples/s |",
-        "|---|---|---|---|---|---|---|",
+        "| arch active params | arch MFLOPs/instance | train examples/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arch in archs:
         e = summary["archs"][arch]
@@ -179,8 +204,8 @@ def results_markdown(summary: dict[str, Any], archs: Sequence[str], header: str)
         bound = e["bound"]["max_unique"] if e["bound"]["sparse"] else f"{e['bound']['max_unique']} (dense)"
         lines.append(
             f"| {LABELS.get(arch, arch)} | {e['num_experts']} | {unique:.2f}, {e['max_unique']} | {bound} | "
-            f"{e['load_cv'][0]:.3f} | {e['dense_params']:,} | "
-            f"{_pm(e['examples_per_s_values'], 0)} |"
+            f"{e['load_cv'][0]:.3f} | {e['dense_params']:,} | {e['arch_active_params']:,.0f} | "
+            f"{e['arch_flops'] / 1e6:.4f} | {_pm(e['examples_per_s_values'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -223,7 +248,9 @@ def quality_chart(path: Path, summary: dict[str, Any], archs: Sequence[str]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/kuairand_subset.yaml", help="the shared training config")
-    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS, help="models to compare")
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ALL_ARCHS, help="models to compare")
+    parser.add_argument("--paper", action="store_true",
+                        help=f"the SMES paper's comparison: {' '.join(PAPER)} (replaces --archs)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (model init and data order)")
     parser.add_argument("--split", choices=["valid", "test"], default="test", help="split to report")
     parser.add_argument("--out", default="runs/quality", help="output folder")
@@ -231,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the shared config for every run, e.g. schedule.max_steps=200")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs already in OUT")
     args = parser.parse_args(argv)
+    if args.paper:
+        args.archs = list(PAPER)
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.reuse:
@@ -255,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(jobs, desc="quality", unit="run", dynamic_ncols=True)
     for arch, seed in bar:
         bar.set_postfix(run=f"{arch}/seed {seed}")
-        cfg = apply_overrides(base, [f"model.arch={arch}", f"seed={seed}", f"data.seed={seed}",
-                                     f"output_dir={out / f'{arch}_s{seed}'}"])
+        cfg = apply_overrides(base, [*arch_overrides(arch, base.schedule.max_steps), f"seed={seed}",
+                                     f"data.seed={seed}", f"output_dir={out / f'{arch}_s{seed}'}"])
         record = _load_finished(Path(cfg.output_dir), args.split) if args.reuse else None
         if record is None:
-            record = train_and_evaluate(cfg, args.split)
+            record = train_and_evaluate(cfg, args.split, arch)
         m = record["metrics"]["mean"]
         tqdm.write(f"{arch:>13} seed {seed}: mean GAUC {m['gauc']:.4f}, mean AUC {m['auc']:.4f}, "
                    f"experts/instance {record['metrics']['routing']['mean_unique_experts']:.2f}, "

@@ -6,28 +6,46 @@ The dense archs (``SMESArch`` and the baselines) depend on torch alone, so they 
 from smes_rec.models.multitask import MultiTaskModel, MultiTaskOutput
 from smes_rec.modules import (
     MLP,
+    ArchCost,
     ArchOutput,
     DenseMoEArch,
+    HoMEArch,
+    HoMEExperts,
     MMoEArch,
+    MoMEArch,
+    MoMEMasks,
     PLEArch,
+    RankMixerArch,
+    RankMixerShape,
     RoutingTelemetry,
     SharedBottomArch,
     SMESArch,
+    SparseMoE,
     TaskTowers,
+    arch_cost,
 )
 
 __all__ = [
     "MLP",
+    "ArchCost",
     "ArchOutput",
     "DenseMoEArch",
+    "HoMEArch",
+    "HoMEExperts",
     "MMoEArch",
+    "MoMEArch",
+    "MoMEMasks",
     "MultiTaskModel",
     "MultiTaskOutput",
     "PLEArch",
+    "RankMixerArch",
+    "RankMixerShape",
     "RoutingTelemetry",
     "SMESArch",
     "SharedBottomArch",
+    "SparseMoE",
     "TaskTowers",
+    "arch_cost",
 ]
 
 __version__ = "0.1.0"

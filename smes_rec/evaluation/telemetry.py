@@ -172,4 +172,7 @@ def activation_bound(model: ModelConfig, num_tasks: int, num_experts: int) -> Ac
         k = model.k_shared + model.k_adaptive
         bound = min(E, T * k)
         return ActivationBound(bound, True, f"naive top-K bound min(E, T*K) = min({E}, {T}*{k}) = {bound}")
+    if model.arch == "rankmixer" and model.rankmixer_sparse:
+        return ActivationBound(E, True, f"sparse RankMixer: ReLU-routed token experts (L*N*J = {E}), a variable "
+                                        "number per instance, at most all of them")
     return ActivationBound(E, False, f"{model.arch} is dense: all {E} experts run for every instance")

@@ -1,6 +1,9 @@
-"""The output type shared by SMES and every baseline arch."""
+"""The output type shared by SMES and every baseline arch.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: TorchScript resolves the NamedTuple's field types, and a
+string annotation (``ForwardRef``) inside a NamedTuple is not supported by it.
+"""
+
 
 from typing import NamedTuple
 

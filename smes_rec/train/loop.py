@@ -135,7 +135,8 @@ def build_train_wrapper(model_cfg: ModelConfig, data: DataSource, embedding_devi
     if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
         raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
     return TrainWrapper(
-        build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, embedding_device),
+        build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, embedding_device,
+                     task_names=data.task_names),
         model_cfg.loss_weights or [1.0] * num_tasks,
         model_cfg.aux_loss_weight,
     )
