@@ -31,7 +31,14 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
-__all__ = ["CheckpointDamagedError", "CheckpointManager", "Skipped", "load_model_weights", "verify_checkpoint"]
+__all__ = [
+    "CheckpointDamagedError",
+    "CheckpointManager",
+    "Skipped",
+    "load_model_weights",
+    "verify_checkpoint",
+    "write_manifest",
+]
 
 _STEP_DIR = re.compile(r"^step_(\d{9})$")
 MANIFEST = "manifest.json"
@@ -57,7 +64,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_manifest(folder: Path) -> None:
+def write_manifest(folder: Path) -> None:
     """Records the size and SHA-256 of every file in ``folder`` (sub-folders included) in ``manifest.json``."""
     files = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
@@ -220,7 +227,7 @@ class CheckpointManager:
                 (tmp / name).write_bytes(content)
         _barrier()  # every rank's files are on disk before the manifest and the commit
         if _rank() == 0:
-            _write_manifest(tmp)
+            write_manifest(tmp)
             if final.exists():  # the same step saved again (e.g. final save right after a periodic one)
                 shutil.rmtree(final)
             os.replace(tmp, final)
