@@ -21,8 +21,8 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_manifest_lists_every_file_with_size_and_checksum(trained_run: Path) -> None:
-    folder = trained_run / "checkpoints" / STEP8
+def test_manifest_lists_every_file_with_size_and_checksum(tiny_run: Path) -> None:
+    folder = tiny_run / "checkpoints" / STEP8
     listed = json.loads((folder / "manifest.json").read_text())["files"]
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(listed) == on_disk and {"meta.json", "rng_rank0.pt", ".metadata"} <= on_disk
@@ -37,8 +37,8 @@ def test_manifest_lists_every_file_with_size_and_checksum(trained_run: Path) -> 
     ("delete_rng", "RNG state file missing"),
     ("extra", "file not in the manifest"),
 ])
-def test_each_kind_of_damage_names_the_file(trained_run: Path, tmp_path: Path, damage: str, message: str) -> None:
-    folder = copy_run(trained_run, tmp_path / "run") / "checkpoints" / STEP8
+def test_each_kind_of_damage_names_the_file(tiny_run: Path, tmp_path: Path, damage: str, message: str) -> None:
+    folder = copy_run(tiny_run, tmp_path / "run") / "checkpoints" / STEP8
     shard = folder / "__0_0.distcp"
     size = shard.stat().st_size
     targets = {"truncate": shard, "flip": shard, "delete_rng": folder / "rng_rank0.pt", "extra": folder / "stray.bin"}
@@ -59,8 +59,8 @@ def test_each_kind_of_damage_names_the_file(trained_run: Path, tmp_path: Path, d
     assert message.format(size=size) in str(info.value)
 
 
-def test_folder_without_metadata_is_never_latest(trained_run: Path, tmp_path: Path) -> None:
-    run = copy_run(trained_run, tmp_path / "run")
+def test_folder_without_metadata_is_never_latest(tiny_run: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
     (run / "checkpoints" / STEP8 / "meta.json").unlink()
     manager = CheckpointManager(run / "checkpoints")
     assert manager.latest() == run / "checkpoints" / STEP4
@@ -70,11 +70,11 @@ def test_folder_without_metadata_is_never_latest(trained_run: Path, tmp_path: Pa
     assert [s.path.name for s in skipped] == [STEP8] and "meta.json is missing" in skipped[0].reason
 
 
-def test_resume_skips_a_truncated_newest_checkpoint(trained_run: Path, faults_cache: Path, tmp_path: Path) -> None:
-    run = copy_run(trained_run, tmp_path / "run")
+def test_resume_skips_a_truncated_newest_checkpoint(tiny_run: Path, eval_cache: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
     shard = run / "checkpoints" / STEP8 / "__0_0.distcp"
     _truncate(shard)
-    result = train(run, faults_cache, "schedule.max_steps=10")
+    result = train(run, eval_cache, "schedule.max_steps=10")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skipping checkpoint {STEP8}: {shard}: damaged checkpoint" in result.stderr
     assert "resuming at step 4" in result.stdout and "Validation after 10 steps" in result.stdout
@@ -86,18 +86,18 @@ def test_resume_skips_a_truncated_newest_checkpoint(trained_run: Path, faults_ca
         verify_checkpoint(run / "checkpoints" / step)
 
 
-def test_missing_rng_file_is_damage_on_resume(trained_run: Path, faults_cache: Path, tmp_path: Path) -> None:
-    run = copy_run(trained_run, tmp_path / "run")
+def test_missing_rng_file_is_damage_on_resume(tiny_run: Path, eval_cache: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
     (run / "checkpoints" / STEP8 / "rng_rank0.pt").unlink()
-    result = train(run, faults_cache, "schedule.max_steps=9")
+    result = train(run, eval_cache, "schedule.max_steps=9")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skipping checkpoint {STEP8}" in result.stderr and "RNG state file missing" in result.stderr
     assert "resuming at step 4" in result.stdout
 
 
-def test_evaluating_a_damaged_checkpoint_names_the_bad_file(trained_run: Path, tmp_path: Path,
+def test_evaluating_a_damaged_checkpoint_names_the_bad_file(tiny_run: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    run = copy_run(trained_run, tmp_path / "run")
+    run = copy_run(tiny_run, tmp_path / "run")
     shard = run / "checkpoints" / STEP8 / "__0_0.distcp"
     _truncate(shard)
     hint = f"the newest intact one is {run / 'checkpoints' / STEP4}"

@@ -52,8 +52,8 @@ def test_errors_blame_the_set_value_not_the_file() -> None:
     check_overrides(TrainConfig, ["optim.dense_lr=1e-4", "schedule.epochs=3", "data.split={by: time}"])
 
 
-def test_set_error_from_the_app(tmp_path: Path, faults_cache: Path) -> None:
-    result = train(tmp_path / "run", faults_cache, "optim.dense_lr=fast", resume=False)
+def test_set_error_from_the_app(tmp_path: Path, eval_cache: Path) -> None:
+    result = train(tmp_path / "run", eval_cache, "optim.dense_lr=fast", resume=False)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
         "train.py: config error: --set optim.dense_lr=fast: optim.dense_lr: expected a number, got 'fast'"
@@ -74,10 +74,10 @@ def test_one_seed_sets_data_order_unless_data_seed_is_given() -> None:
     assert load_yaml(TrainConfig, TINY, ["seed=7", "data.seed=3"]).data.seed == 3
 
 
-def test_epoch_run_reports_time_steps_epochs_and_throughput(tmp_path: Path, faults_cache: Path) -> None:
+def test_epoch_run_reports_time_steps_epochs_and_throughput(tmp_path: Path, eval_cache: Path) -> None:
     run = tmp_path / "run"
     # 6000 synthetic rows, about 80% train, batches of 1024: 4 batches per epoch.
-    result = train(run, faults_cache, "schedule.max_steps=null", "schedule.epochs=2", "data.batch_size=1024",
+    result = train(run, eval_cache, "schedule.max_steps=null", "schedule.epochs=2", "data.batch_size=1024",
                    "schedule.checkpoint_every=0", resume=False)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "final_metrics.json").read_text())

@@ -16,13 +16,13 @@ STEP4 = "step_000000004"
 
 
 @pytest.fixture(scope="module")
-def evaluations(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def evaluations(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Evaluations of the trained run: test split at step 8, valid split at step 4, test with another split seed."""
     out = tmp_path_factory.mktemp("faults_evals")
     runs = {
-        "test8": [str(trained_run), "--split", "test"],
-        "valid4": [str(trained_run / "checkpoints" / STEP4), "--split", "valid"],
-        "reseeded": [str(trained_run), "--split", "test", "--set", "data.split.seed=3"],
+        "test8": [str(tiny_run), "--split", "test"],
+        "valid4": [str(tiny_run / "checkpoints" / STEP4), "--split", "valid"],
+        "reseeded": [str(tiny_run), "--split", "test", "--set", "data.split.seed=3"],
     }
     for name, args in runs.items():
         code = evaluate_main(["--checkpoint", args[0], *args[1:], "--out", str(out / name), "--max-batches", "4",

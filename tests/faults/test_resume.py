@@ -27,10 +27,10 @@ def test_resume_differences_skip_safe_keys_and_list_the_rest() -> None:
     assert resume_differences({"tables": [1]}, {"tables": [2]}, "data_fingerprint.")[0].key == "data_fingerprint.tables"
 
 
-def test_resume_that_changes_model_and_data_is_refused(trained_run: Path, faults_cache: Path, tmp_path: Path) -> None:
-    run = copy_run(trained_run, tmp_path / "run")
+def test_resume_that_changes_model_and_data_is_refused(tiny_run: Path, eval_cache: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
-    result = train(run, faults_cache, "model.arch=mmoe", "model.num_experts=4", "data.synthetic.num_users=900",
+    result = train(run, eval_cache, "model.arch=mmoe", "model.num_experts=4", "data.synthetic.num_users=900",
                    "schedule.max_steps=12")
     assert result.returncode == 2, result.stderr[-3000:]
     err = result.stderr
@@ -46,9 +46,9 @@ def test_resume_that_changes_model_and_data_is_refused(trained_run: Path, faults
 
 
 @pytest.mark.dist
-def test_safe_changes_and_another_world_size_resume(trained_run: Path, faults_cache: Path, tmp_path: Path) -> None:
-    run = copy_run(trained_run, tmp_path / "run")
-    result = train(run, faults_cache, "schedule.max_steps=10", "schedule.log_every=1", "schedule.checkpoint_every=5",
+def test_safe_changes_and_another_world_size_resume(tiny_run: Path, eval_cache: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    result = train(run, eval_cache, "schedule.max_steps=10", "schedule.log_every=1", "schedule.checkpoint_every=5",
                    "schedule.eval_batches=1", "sharding=row_wise", nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at step 8" in result.stdout and "Validation after 10 steps" in result.stdout

@@ -7,10 +7,10 @@ from pathlib import Path
 from .train_helpers import error_lines, train
 
 
-def test_output_dir_below_a_file_is_a_one_line_error(faults_cache: Path, tmp_path: Path) -> None:
+def test_output_dir_below_a_file_is_a_one_line_error(eval_cache: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = train(blocker / "run", faults_cache, resume=False)
+    result = train(blocker / "run", eval_cache, resume=False)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
         f"train.py: error (rank 0): output_dir {blocker / 'run'} cannot be created: Not a directory"
@@ -18,11 +18,11 @@ def test_output_dir_below_a_file_is_a_one_line_error(faults_cache: Path, tmp_pat
     assert "Traceback" not in result.stderr and "smes-rec: smes on" not in result.stdout  # before training
 
 
-def test_checkpoints_path_that_is_a_file(faults_cache: Path, tmp_path: Path) -> None:
+def test_checkpoints_path_that_is_a_file(eval_cache: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoints").write_text("oops")
-    result = train(run, faults_cache)
+    result = train(run, eval_cache)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
         f"train.py: error (rank 0): output_dir {run}: {run / 'checkpoints'} is a file, not a folder"
@@ -30,10 +30,10 @@ def test_checkpoints_path_that_is_a_file(faults_cache: Path, tmp_path: Path) -> 
     assert "smes-rec: smes on" not in result.stdout and not (run / "tensorboard").exists()
 
 
-def test_nan_loss_is_a_clean_stop_with_exit_status_3(faults_cache: Path, tmp_path: Path) -> None:
+def test_nan_loss_is_a_clean_stop_with_exit_status_3(eval_cache: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # A dense learning rate of 1e30 (scientific notation, read as a number) blows the weights up after one step.
-    result = train(run, faults_cache, "optim.dense_lr=1e30", resume=False)
+    result = train(run, eval_cache, "optim.dense_lr=1e30", resume=False)
     assert result.returncode == 3, result.stderr[-3000:]
     (line,) = error_lines(result.stderr)
     assert line.startswith("train.py: stopped (rank 0): non-finite loss at step 2: is_click=nan")
