@@ -5,7 +5,9 @@
 
 A run is an evaluation folder written by apps/evaluate.py or its metrics.json, optionally named NAME=PATH (a
 folder <run>/eval_<split> is otherwise named after <run>). Prints the tables; with --out also writes
-OUT/compare.md, OUT/compare.json and OUT/compare.png (the first metric). Exit status 2 on bad input.
+OUT/compare.md, OUT/compare.json and OUT/compare.png (the first comparable metric). Runs evaluated on another
+split, at another checkpoint step, on other data or with other tasks are compared anyway, under a warning that
+names the difference. Exit status 2 on bad input, or when no metric can be compared at all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from smes_rec.evaluation.compare import (
     comparison_chart,
     comparison_markdown,
     load_run,
+    run_differences,
 )
 from smes_rec.utils.files import write_json
 
@@ -39,15 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"compare.py: error: {e}", file=sys.stderr)
         return 2
+    comparable = [c for c in comparisons if c.common_tasks]
     text = "\n\n".join(comparison_markdown(c, runs) for c in comparisons)
+    differences = run_differences(runs)
+    if differences:
+        text = "**Warning: these runs are not directly comparable**:\n\n" + "\n".join(
+            f"- {d}" for d in differences) + "\n\n" + text
     print(text)
+    if not comparable:
+        print(f"compare.py: error: nothing to compare: no task has {' or '.join(metrics)} defined in every run",
+              file=sys.stderr)
+        return 2
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(f"# Comparison\n\n{text}\n\n![{metrics[0]}](compare.png)\n")
-        payload = {"runs": {r.name: str(r.path) for r in runs}, "comparisons": [c.to_dict() for c in comparisons]}
+        (out / "compare.md").write_text(f"# Comparison\n\n{text}\n\n![{comparable[0].metric}](compare.png)\n")
+        payload = {"runs": {r.name: str(r.path) for r in runs}, "differences": differences,
+                   "comparisons": [c.to_dict() for c in comparisons]}
         write_json(out / "compare.json", payload, allow_nan=False)
-        comparison_chart(out / "compare.png", comparisons[0])
+        comparison_chart(out / "compare.png", comparable[0])
         print(f"\nWrote {out / 'compare.md'}")
     return 0
 

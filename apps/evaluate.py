@@ -9,7 +9,8 @@ of experts executed per instance with the SMES bound, expert load) and, with --p
 
 The data config comes from the checkpoint; change it with --set data.KEY=VALUE (e.g. data.batch_size=1024,
 data.data_root=/mnt/kuairand). Relative paths in it resolve against the current directory (the repository root).
-Exit status: 0 on success, 2 on a usage, config or data error (the message says what differs).
+Exit status: 0 on success, 2 on a usage, config or data error or a damaged checkpoint (the message says what
+differs, or names the bad file).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Runs as a plain process or under torchrun at any world size:
 
     python apps/train.py --config configs/smes_synthetic.yaml --set schedule.max_steps=500
     torchrun --nproc_per_node 2 apps/train.py --config configs/smes_synthetic.yaml
+
+Exit status: 0 on success; 2 on a usage, config, data or output-folder error, a folder in use by another run, or
+a resume that changes the run (the message says what); 3 when training stopped on a NaN or infinite loss (the last
+good checkpoint stays intact).
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ from smes_rec.utils.logging import quiet_third_party
 quiet_third_party()  # before torchrec is imported
 
 from smes_rec.train.app import TrainConfig, run
+from smes_rec.train.loop import NonFiniteLossError
 from smes_rec.utils.config import ConfigError, load_yaml
+
+EXIT_ERROR = 2  # usage, config, data, output folder, lock, resume mismatch, damaged checkpoint
+EXIT_NON_FINITE_LOSS = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_yaml(TrainConfig, args.config, args.set)
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    rank = os.environ.get("RANK", "0")
     try:
         run(cfg, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteLossError as e:
+        print(f"\ntrain.py: stopped (rank {rank}): {e}", file=sys.stderr)
+        return EXIT_NON_FINITE_LOSS
     except (ValueError, FileExistsError) as e:
-        print(f"train.py: error (rank {os.environ.get('RANK', '0')}): {e}", file=sys.stderr)
-        return 2
+        print(f"train.py: error (rank {rank}): {e}", file=sys.stderr)
+        return EXIT_ERROR
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

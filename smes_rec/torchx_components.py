@@ -13,7 +13,10 @@ worker group in place, on every scheduler) and the scheduler's job retries (Kube
 job when a pod fails or is evicted); ``train`` always passes ``--resume``, so every restart continues from the
 latest complete checkpoint.
 
-Argument errors raise ``ComponentValidationException``, which the torchx CLI prints without a traceback.
+Argument errors raise ``ComponentValidationException``, which the torchx CLI prints without a traceback. ``train``
+with the default script validates the whole run config (the file with every ``--set`` applied) the way
+``apps/train.py`` would, so a bad value fails once, before any process starts, instead of once per restart; when
+the config file is not on the launching host (a path inside an image) it checks each ``--set`` key and value type.
 Checks that only make sense on the launching host (the config file exists, the host has the requested GPUs)
 run in ``Role.pre_proc`` and only for the local scheduler, so a Kubernetes dry run may ask for GPUs this
 machine does not have.
@@ -27,6 +30,7 @@ and module-level names that cannot collide with the finder's own.
 # ruff: noqa: UP006, UP007, UP035  (torchx's component linter requires typing.Optional/List/Dict, see above)
 
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -41,6 +45,7 @@ _SMES_J_PATTERN = re.compile(r"^(?:(\d+):)?(\d+)x(\d+)$|^(\d+)$")
 # A comma starts a new override only when ``key.path=`` follows it, so values may hold commas ("[64,32]").
 _SMES_OVERRIDE_SPLIT = re.compile(r",(?=\s*[A-Za-z_][\w.]*\s*=)")
 _SMES_OVERRIDE_ITEM = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+_SMES_TRAIN_SCRIPT = "apps/train.py"
 
 
 class SmesLaunchError(ComponentValidationException):
@@ -129,6 +134,26 @@ def _smes_set_args(overrides: Optional[str]) -> List[str]:
         if not _SMES_OVERRIDE_ITEM.match(item):
             raise SmesLaunchError(f"--set: {item!r} is not key.path=value (separate several with commas)")
     return [arg for item in items for arg in ("--set", item)]
+
+
+def _smes_check_run_config(config: str, set_args: List[str]) -> None:
+    """Validates the training config plus overrides like ``apps/train.py`` does, before anything is launched."""
+    logging.disable(logging.INFO)  # fbgemm logs every library it loads at INFO
+    try:
+        from smes_rec.train.app import TrainConfig
+        from smes_rec.utils.config import ConfigError, check_overrides, load_yaml
+    except ImportError:  # smes_rec is not installed where torchx runs: the app checks its config when it starts
+        return
+    finally:
+        logging.disable(logging.NOTSET)
+    items = set_args[1::2]
+    try:
+        if os.path.isfile(config):
+            load_yaml(TrainConfig, config, items)
+        else:  # a path inside the image: check what can be checked without the file
+            check_overrides(TrainConfig, items)
+    except ConfigError as e:
+        raise SmesLaunchError(f"run config: {e}") from None
 
 
 def _smes_app(
@@ -241,6 +266,8 @@ def train(
         if not output_dir.strip():
             raise SmesLaunchError("--output_dir must not be empty")
         script_args += ["--set", f"output_dir={output_dir}"]
+    if script == _SMES_TRAIN_SCRIPT:
+        _smes_check_run_config(config, script_args[2:])
     script_args.append("--resume")
     return _smes_app(
         script, script_args, [script, config], name, j, cpu, gpu, memMB, h, image, env, max_retries, mounts,

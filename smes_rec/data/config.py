@@ -95,7 +95,8 @@ class DataConfig:
         num_workers: DataLoader worker processes per rank (0: load in the main process).
         pin_memory: Pin batches in page-locked memory (only when CUDA is available).
         shuffle: Shuffle the train split (valid/test are never shuffled).
-        seed: The shuffle seed; with the epoch it fixes the order of the train batches.
+        seed: The shuffle seed; with the epoch it fixes the order of the train batches. None: a training run's
+            ``seed`` (so one seed sets initialisation and data order), 0 elsewhere.
         block_rows: Rows a worker reads and prepares at once (rounded down to whole batches); also the window rows
             are shuffled within.
         prefetch_factor: Blocks prepared ahead per worker.
@@ -115,7 +116,7 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True
     shuffle: bool = True
-    seed: int = 0
+    seed: int | None = None
     block_rows: int = 131072
     prefetch_factor: int = 2
     csv_unit_rows: int = 65536

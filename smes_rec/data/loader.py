@@ -263,7 +263,7 @@ class BatchLoader:
             worker_init_fn=_worker_init if workers else None,
             # Its own generator: creating an iterator draws a worker base seed, which must not advance the global
             # RNG (a resumed run would otherwise continue with a different random stream).
-            generator=torch.Generator().manual_seed(cfg.seed),
+            generator=torch.Generator().manual_seed(0 if cfg.seed is None else cfg.seed),
         )
         if not 0 <= start_batch <= len(self):
             raise ValueError(f"start_batch {start_batch} is outside the epoch's {len(self)} batches")
@@ -279,7 +279,8 @@ class BatchLoader:
         if self._plan is None:
             self._plan = plan_epoch(
                 self.counts, self.cfg.batch_size, self.rank, self.world_size,
-                shuffle=self.cfg.shuffle and self.train, seed=self.cfg.seed, epoch=self._epoch,
+                shuffle=self.cfg.shuffle and self.train, seed=0 if self.cfg.seed is None else self.cfg.seed,
+                epoch=self._epoch,
                 block_rows=self.cfg.block_rows, drop_last=self.train or not self.cfg.pad_eval,
             )
         return self._plan

@@ -12,7 +12,9 @@ Two ways to run the model, with the same numbers:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,16 @@ def _check_data(data: LoaderSource, meta: dict[str, Any], checkpoint: Path, spli
         )
 
 
+def eval_data_fingerprint(run_cfg: TrainConfig, meta: dict[str, Any]) -> str:
+    """A short hash of what the evaluation read: the data's shape and the data config that selects its rows."""
+    data = to_mapping(run_cfg.data)
+    identity = {
+        "shape": meta.get("data_fingerprint"),
+        "data": {k: data.get(k) for k in ("schema", "files", "data_root", "split", "synthetic")},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def _run_info(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], mode: str, world_size: int,
               result: EvalResult, run_cfg: TrainConfig) -> dict[str, Any]:
     """The ``run`` section of ``metrics.json``."""
@@ -127,6 +139,7 @@ def _run_info(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], mode: str
         "step": meta.get("step"),
         "arch": run_cfg.model.arch,
         "split": cfg.split,
+        "data_fingerprint": eval_data_fingerprint(run_cfg, meta),
         "world_size_trained": meta.get("world_size"),
         "world_size_evaluated": world_size,
         "mode": mode,
@@ -143,7 +156,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     data = LoaderSource(run_cfg.data, 0, 1)
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
-    load_model_weights(checkpoint, wrapper)
+    load_model_weights(checkpoint, wrapper, verify=False)  # resolve_checkpoint verified it
     total = len(data.loader(cfg.split))
     batches = itertools.islice(data.batches(cfg.split, 0, 0), cfg.max_batches)
     return evaluate_stream(
@@ -160,9 +173,10 @@ def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: T
     ctx = init_distributed(run_cfg.device)
     data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size)
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
-    trainer = Trainer(data, run_cfg.model, run_cfg.optim, ScheduleConfig(), run_cfg.sharding, run_cfg.data.batch_size,
-                      run_dir_of(checkpoint), ctx, progress=False)
-    trainer.checkpoints.load(checkpoint, trainer.model, None)  # weights only, at any world size
+    trainer = Trainer(data, run_cfg.model, run_cfg.optim, ScheduleConfig(max_steps=1), run_cfg.sharding,
+                      run_cfg.data.batch_size, run_dir_of(checkpoint), ctx, progress=False)
+    # Weights only, at any world size (resolve_checkpoint verified the folder).
+    trainer.checkpoints.load(checkpoint, trainer.model, None, verify=False)
     total = len(data.loader(cfg.split))
     return evaluate_stream(
         sharded_outputs(trainer, cfg.split, cfg.max_batches), data.task_names, split=cfg.split,

@@ -14,7 +14,7 @@ from typing import Any
 
 from smes_rec.models.sparse import TableSpec
 from smes_rec.train.app import TrainConfig
-from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.checkpoint import CheckpointDamagedError, CheckpointManager, verify_checkpoint
 from smes_rec.utils.config import ConfigError, apply_overrides, from_mapping
 
 __all__ = [
@@ -37,27 +37,38 @@ class SchemaMismatchError(ValueError):
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Turns a user's ``--checkpoint`` into one complete checkpoint folder.
+    """Turns a user's ``--checkpoint`` into one verified checkpoint folder.
 
     Args:
         path: A checkpoint folder (``step_XXXXXXXXX`` with ``meta.json``), a ``checkpoints`` folder, or a run's
-            ``output_dir`` (holding ``checkpoints/``); the last two mean the latest complete checkpoint in them.
+            ``output_dir`` (holding ``checkpoints/``); the last two mean the newest committed checkpoint in them.
 
     Returns:
-        The checkpoint folder.
+        The checkpoint folder, checked against its manifest.
 
     Raises:
-        FileNotFoundError: If the path does not exist or holds no complete checkpoint.
+        FileNotFoundError: If the path does not exist or holds no checkpoint.
+        CheckpointDamagedError: The checkpoint (the newest one, for a folder of checkpoints) is incomplete or
+            damaged: the message names the bad file and, for a folder, the newest intact checkpoint.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if (path / "meta.json").is_file():
+    if (path / "meta.json").is_file() or path.name.startswith("step_"):
+        verify_checkpoint(path)
         return path
     for root in (path, path / "checkpoints"):
-        latest = CheckpointManager(root).latest()
-        if latest is not None:
-            return latest
+        manager = CheckpointManager(root)
+        latest = manager.latest()  # a folder without meta.json or manifest.json was never committed
+        if latest is None:
+            continue
+        try:
+            verify_checkpoint(latest)
+        except CheckpointDamagedError as e:
+            intact, _ = manager.latest_intact()
+            hint = f"the newest intact one is {intact}: pass it" if intact else "no intact checkpoint is left"
+            raise CheckpointDamagedError(f"{e}; {hint}") from None
+        return latest
     raise FileNotFoundError(
         f"{path} holds no complete checkpoint: pass a checkpoint folder (step_XXXXXXXXX with meta.json), a "
         "checkpoints/ folder or a run's output_dir"

@@ -6,7 +6,11 @@ by its own name.
 
 For each metric, ``delta = value(run) - value(baseline)`` per task (in absolute metric units: +0.01 GAUC is one
 point). The ``mean`` column averages each run over the *common* tasks (those where every run's metric is
-defined), so the means of different runs are comparable; tasks where a metric is undefined show ``n/a``.
+defined), so the means of different runs are comparable; tasks where a metric is undefined show ``n/a``. A metric
+that no task defines in every run is reported as not comparable instead of as a table.
+
+:func:`run_differences` names what makes runs not directly comparable: another split, checkpoint step, evaluation
+data (its fingerprint) or task set.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import numpy as np
 from smes_rec.evaluation.report import _clean, _plt, metrics_from_json, read_metrics_json
 from smes_rec.metrics import TaskMetrics
 
-__all__ = ["Comparison", "RunMetrics", "compare_runs", "comparison_chart", "comparison_markdown", "load_run"]
+__all__ = [
+    "Comparison",
+    "RunMetrics",
+    "compare_runs",
+    "comparison_chart",
+    "comparison_markdown",
+    "load_run",
+    "run_differences",
+]
 
 COMPARABLE = ("auc", "gauc", "gauc_uniform", "log_loss", "ne", "calibration")
 
@@ -36,6 +48,9 @@ class RunMetrics(NamedTuple):
         tasks: Per-task metrics.
         arch: The model arch (None when the file does not say).
         mean_unique: Mean experts executed per instance (None when the file does not say).
+        split: The evaluated split (None when the file does not say).
+        step: The checkpoint's step (None when the file does not say).
+        data_fingerprint: The evaluation data's fingerprint (None when the file does not say).
     """
 
     name: str
@@ -43,6 +58,9 @@ class RunMetrics(NamedTuple):
     tasks: dict[str, TaskMetrics]
     arch: str | None
     mean_unique: float | None
+    split: str | None = None
+    step: int | None = None
+    data_fingerprint: str | None = None
 
 
 class Comparison(NamedTuple):
@@ -103,13 +121,37 @@ def load_run(spec: str) -> RunMetrics:
         raise ValueError(f"{metrics_path}: not a metrics.json written by apps/evaluate.py ({e!r})") from None
     routing = summary.get("routing") or {}
     mean_unique = routing.get("mean_unique_experts")
+    run = summary.get("run") or {}
     return RunMetrics(
         name=name or _default_name(metrics_path),
         path=metrics_path,
         tasks=tasks,
-        arch=(summary.get("run") or {}).get("arch"),
+        arch=run.get("arch"),
         mean_unique=None if mean_unique is None else float(mean_unique),
+        split=run.get("split"),
+        step=run.get("step"),
+        data_fingerprint=run.get("data_fingerprint"),
     )
+
+
+def run_differences(runs: Sequence[RunMetrics]) -> list[str]:
+    """Sentences naming every way the runs are not directly comparable (empty when they are).
+
+    Compares the evaluated split, the checkpoint step, the evaluation data's fingerprint and the task set.
+    """
+    out = []
+    for field, what in (("split", "split"), ("step", "checkpoint step"), ("data_fingerprint", "evaluation data")):
+        values = {r.name: getattr(r, field) for r in runs}
+        if len({repr(v) for v in values.values()}) > 1:
+            listed = ", ".join(f"{n}: {'unknown' if v is None else v}" for n, v in values.items())
+            out.append(f"the runs differ in {what} ({listed})")
+    task_sets = {r.name: tuple(r.tasks) for r in runs}
+    if len({frozenset(t) for t in task_sets.values()}) > 1:
+        common = set.intersection(*(set(t) for t in task_sets.values()))
+        listed = "; ".join(f"{n}: {sorted(set(t) - common)}" for n, t in task_sets.items() if set(t) - common)
+        out.append(f"the runs have different tasks (only in some runs: {listed}); only tasks every run has are "
+                   f"compared in the means")
+    return out
 
 
 def compare_runs(runs: Sequence[RunMetrics], metric: str = "gauc", baseline: str | None = None) -> Comparison:
@@ -158,8 +200,16 @@ def _cell(value: float, delta: float | None) -> str:
 
 
 def comparison_markdown(comparison: Comparison, runs: Sequence[RunMetrics] = ()) -> str:
-    """A Markdown table: a row per run, a column per task plus the mean; deltas in parentheses."""
+    """A Markdown table: a row per run, a column per task plus the mean; deltas in parentheses.
+
+    When no task has the metric defined in every run, a sentence saying so (and which runs lack it) instead.
+    """
     c = comparison
+    if not c.common_tasks:
+        lacking = [n for n in c.runs if not any(math.isfinite(v) for v in c.values[n].values())]
+        why = (f"{', '.join(lacking)} ha{'s' if len(lacking) == 1 else 've'} no defined {c.metric} for any task"
+               if lacking else f"no task of {c.baseline} has a defined {c.metric} in every run")
+        return f"**{c.metric}**: not comparable: {why}."
     unique = {r.name: r.mean_unique for r in runs}
     show_unique = any(v is not None for v in unique.values())
     header = ["run", *c.tasks, f"mean ({len(c.common_tasks)} tasks)"] + (["experts/instance"] if show_unique else [])

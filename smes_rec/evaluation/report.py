@@ -4,8 +4,8 @@ Legend: T tasks, E experts, U the |U| values 0..E.
 
 ``metrics.json`` (NaN written as null)::
 
-    {"run": {checkpoint, step, arch, split, world_size_trained, world_size_evaluated, mode, max_batches,
-             num_batches, seconds},
+    {"run": {checkpoint, step, arch, split, data_fingerprint, world_size_trained, world_size_evaluated, mode,
+             max_batches, num_batches, seconds},
      "model": {the model config}, "data": {the data config},
      "tasks": {task: {auc, gauc, gauc_uniform, num_groups, log_loss, ne, calibration, positive_rate,
                       num_examples}},
@@ -31,6 +31,7 @@ from smes_rec.utils.files import write_json
 
 __all__ = [
     "FIGURES",
+    "MIN_GAUC_USERS",
     "TABLE_COLUMNS",
     "build_summary",
     "metrics_from_json",
@@ -40,7 +41,11 @@ __all__ = [
     "write_report",
 ]
 
-TABLE_COLUMNS = ("auc", "gauc", "gauc_uniform", "log_loss", "ne", "calibration", "positive_rate", "num_examples")
+TABLE_COLUMNS = ("auc", "gauc", "num_groups", "gauc_uniform", "log_loss", "ne", "calibration", "positive_rate",
+                 "num_examples")
+COLUMN_TITLES = {"num_groups": "GAUC users"}
+# A GAUC averaged over fewer users than this is flagged as unreliable in the report.
+MIN_GAUC_USERS = 30
 FIGURES = {
     "gauc": "gauc_per_task.png",
     "selection": "selection_heatmap.png",
@@ -129,7 +134,7 @@ def _plt() -> Any:
 
 def _fmt(value: Any, column: str) -> str:
     if column in ("num_examples", "num_groups"):
-        return str(int(value))
+        return "n/a" if value is None else str(int(value))
     value = _nan(value)
     return "n/a" if not math.isfinite(value) else f"{value:.4f}"
 
@@ -207,6 +212,20 @@ def _load_chart(path: Path, share_E: np.ndarray, cv: float, max_over_mean: float
     plt.close(fig)
 
 
+def unreliable_gauc(tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """``{task: users}`` of the tasks whose GAUC is defined but averages fewer than :data:`MIN_GAUC_USERS` users."""
+    return {
+        task: int(m["num_groups"]) for task, m in tasks.items()
+        if m.get("gauc") is not None and math.isfinite(_nan(m["gauc"])) and m.get("num_groups") is not None
+        and int(m["num_groups"]) < MIN_GAUC_USERS
+    }
+
+
+def _gauc_cell(m: Mapping[str, Any], unreliable: bool) -> str:
+    cell = _fmt(m.get("gauc"), "gauc")
+    return f"{cell} (unreliable)" if unreliable else cell
+
+
 def write_report(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     """Writes ``report.md`` and its four PNG charts next to it.
 
@@ -230,7 +249,8 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     _load_chart(out / FIGURES["load"], np.asarray([_nan(v) for v in routing["expert_load_share"]]),
                 _nan(routing["expert_load_cv"]), _nan(routing["expert_load_max_over_mean"]))
 
-    header = "| task | " + " | ".join(TABLE_COLUMNS) + " |"
+    header = "| task | " + " | ".join(COLUMN_TITLES.get(c, c) for c in TABLE_COLUMNS) + " |"
+    few = unreliable_gauc(tasks)
     lines = [
         f"# Evaluation: {title}",
         "",
@@ -244,16 +264,21 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
         "## Per-task metrics",
         "",
         "GAUC weights each user by impressions; GAUC uniform is the plain mean over users. Both skip users with "
-        "one class only. NE is log loss over the entropy of the positive rate; calibration is mean prediction "
-        "over mean label.",
+        "one class only; GAUC users is how many users they average over (over every evaluating process's rows). "
+        f"A GAUC from fewer than {MIN_GAUC_USERS} users is marked unreliable. NE is log loss over the entropy of "
+        "the positive rate; calibration is mean prediction over mean label.",
         "",
         header,
         "|" + "---|" * (len(TABLE_COLUMNS) + 1),
     ]
     for task, m in tasks.items():
-        lines.append(f"| {task} | " + " | ".join(_fmt(m[c], c) for c in TABLE_COLUMNS) + " |")
+        cells = [_gauc_cell(m, task in few) if c == "gauc" else _fmt(m.get(c), c) for c in TABLE_COLUMNS]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     mean = summary["mean"]
     lines.append("| **mean** | " + " | ".join(_fmt(mean[c], c) if c in mean else "" for c in TABLE_COLUMNS) + " |")
+    if few:
+        lines += ["", *(f"- **unreliable GAUC**: `{task}` averages only {n} user(s) with both classes (fewer than "
+                        f"{MIN_GAUC_USERS}); compare it with care" for task, n in few.items())]
     lines += [
         "",
         f"![GAUC per task]({FIGURES['gauc']})",

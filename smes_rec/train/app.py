@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 
 from smes_rec.data.config import DataConfig
 from smes_rec.metrics import TaskMetrics
 from smes_rec.models.factory import ModelConfig
 from smes_rec.train.checkpoint import CheckpointManager
 from smes_rec.train.data import LoaderSource
-from smes_rec.train.distributed import init_distributed
+from smes_rec.train.distributed import DistContext, init_distributed
+from smes_rec.train.lock import RunLock, RunLockedError
 from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer, metrics_table
 from smes_rec.train.sharding import ShardingName
 from smes_rec.utils.config import to_mapping
 from smes_rec.utils.files import write_json
 
-__all__ = ["TrainConfig", "run"]
+__all__ = ["OutputDirError", "TrainConfig", "run"]
+
+
+class OutputDirError(ValueError):
+    """The output folder cannot hold the run (not writable, or a path in it is a file)."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class TrainConfig:
         optim: Optimizers.
         schedule: Steps, logging, validation and checkpoints.
         output_dir: Checkpoints, TensorBoard logs and final metrics go here.
-        seed: Seeds model initialisation.
+        seed: Seeds model initialisation, and the data order unless ``data.seed`` is set.
         device: auto (CUDA when available), cpu or cuda.
     """
 
@@ -45,6 +52,50 @@ class TrainConfig:
     output_dir: str = "runs/smes"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.data.seed is None:  # one seed for initialisation and data order
+            object.__setattr__(self, "data", replace(self.data, seed=self.seed))
+
+
+def _prepare_output(output: Path) -> None:
+    """Creates the output folder; raises :class:`OutputDirError` (one line) when the run could not write there."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"output_dir {output} cannot be created: {e.strerror or e}") from None
+    for name in ("checkpoints", "tensorboard"):
+        if (output / name).exists() and not (output / name).is_dir():
+            raise OutputDirError(f"output_dir {output}: {output / name} is a file, not a folder")
+    probe = output / f".write_test.{time.time_ns()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputDirError(f"output_dir {output} is not writable: {e.strerror or e}") from None
+
+
+def _lock_output(output: Path, ctx: DistContext) -> RunLock | None:
+    """Rank 0 prepares and locks the output folder; every rank raises the same error if that failed.
+
+    Returns:
+        The held lock on rank 0, None elsewhere.
+    """
+    lock, problem = None, [None]
+    if ctx.rank == 0:
+        try:
+            _prepare_output(output)
+            lock = RunLock(output)
+            lock.acquire()
+        except (OutputDirError, RunLockedError) as e:
+            problem[0] = str(e)
+        except OSError as e:
+            problem[0] = f"output_dir {output}: cannot create the lock file: {e.strerror or e}"
+    if ctx.world_size > 1:
+        dist.broadcast_object_list(problem, src=0)
+    if problem[0] is not None:
+        raise OutputDirError(problem[0])
+    return lock
 
 
 def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, TaskMetrics]:
@@ -59,32 +110,65 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
         Per-task validation metrics.
 
     Raises:
+        OutputDirError: The output folder cannot be written, ``checkpoints`` in it is a file, or another run
+            holds its lock (naming pid, host and start time), on every rank before anything is trained.
         FileExistsError: ``output_dir`` already holds checkpoints and ``resume`` is False.
+        ResumeMismatchError: A resume changes the model, the features, the data or another protected setting.
+        NonFiniteLossError: Training produced a NaN or infinite loss.
     """
+    started = time.perf_counter()
     ctx = init_distributed(cfg.device)
     output = Path(cfg.output_dir)
-    if not resume and CheckpointManager(output / "checkpoints").latest() is not None:
-        raise FileExistsError(
-            f"{output} already holds checkpoints: pass --resume to continue that run, or choose another output_dir"
-        )
+    lock = _lock_output(output, ctx)
+    try:
+        if not resume and CheckpointManager(output / "checkpoints").step_folders():
+            raise FileExistsError(
+                f"{output} already holds checkpoints: pass --resume to continue that run, or choose another output_dir"
+            )
+        return _train(cfg, ctx, output, resume, progress, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, output: Path, resume: bool, progress: bool,
+           started: float) -> dict[str, TaskMetrics]:
     torch.manual_seed(cfg.seed)
     data = LoaderSource(cfg.data, ctx.rank, ctx.world_size)
     record = to_mapping(cfg)
+    steps_per_epoch = len(data.loader("train"))
     trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, output, ctx,
-                      config_record=record, progress=progress)
+                      config_record=record, progress=progress, steps_per_epoch=steps_per_epoch)
     resumed = resume and trainer.restore()
+    first_step = trainer.step
     if ctx.rank == 0:
         print(f"smes-rec: {cfg.model.arch} on {ctx.world_size} process(es), {ctx.device}; "
               f"{'resuming at step ' + str(trainer.step) if resumed else 'starting at step 0'}", flush=True)
     metrics = trainer.fit()
     if ctx.rank == 0:
+        examples = trainer.examples_trained * ctx.world_size  # every rank trains batches of the same size
+        run_info = {
+            "elapsed_s": time.perf_counter() - started,
+            "train_s": trainer.train_seconds,
+            "steps": trainer.step - first_step,
+            "epochs": (trainer.step - first_step) / steps_per_epoch,
+            "examples": examples,
+            "examples_per_s": examples / max(trainer.train_seconds, 1e-9),
+            "steps_per_epoch": steps_per_epoch,
+        }
         summary: dict[str, Any] = {
             "step": trainer.step,
+            "epoch": trainer.epoch + trainer.position / steps_per_epoch,
             "world_size": ctx.world_size,
+            "run": run_info,
             "config": record,
             "valid": {task: m._asdict() for task, m in metrics.items()},
         }
         write_json(output / "final_metrics.json", summary, default=float)
         print(f"\nValidation after {trainer.step} steps:\n{metrics_table(metrics)}\n", flush=True)
+        print(f"This run: {run_info['steps']} steps ({run_info['epochs']:.2f} epochs of {steps_per_epoch} steps) in "
+              f"{run_info['elapsed_s']:.1f} s ({run_info['train_s']:.1f} s training incl. validation and "
+              f"checkpoints), {run_info['examples_per_s']:.0f} examples/s; now at step {trainer.step}, epoch "
+              f"{summary['epoch']:.2f}", flush=True)
         print(f"Output folder: {output.resolve()}", flush=True)
     return metrics

@@ -1,10 +1,15 @@
-"""Atomic, resharding checkpoints with ``torch.distributed.checkpoint``.
+"""Atomic, verified, resharding checkpoints with ``torch.distributed.checkpoint``.
 
 A checkpoint is a folder ``step_<step>`` holding the DCP files of the model and optimizer state, ``meta.json``
-(step, data position, world size, config) and one RNG state file per rank. It is written under
-``step_<step>.tmp`` and renamed by rank 0 only after every rank finished writing, so a process killed mid-save
-leaves the previous checkpoint as the latest complete one (the rename is the commit; a ``.tmp`` folder is never
-read and is removed by the next save).
+(step, data position, world size, config), one RNG state file per rank, any extra files the caller adds, and
+``manifest.json``: the size and SHA-256 of every other file in the folder. It is written under ``step_<step>.tmp``;
+rank 0 writes the manifest (atomically) once every rank finished writing, then renames the folder, so a process
+killed mid-save leaves the previous checkpoint as the latest complete one (the rename is the commit; a ``.tmp``
+folder is never read and is removed by the next save).
+
+A folder without ``meta.json`` or ``manifest.json`` is never a checkpoint. Before use a checkpoint is verified
+against its manifest: a missing, truncated, altered or unlisted file (an RNG file included) makes it damaged,
+with an error naming the file. Resuming skips damaged checkpoints for the newest intact one and says which.
 
 Model weights load at any world size and sharding plan, and into an unsharded model. Optimizer state is restored
 only at the world size it was saved with (fused optimizer shards must match).
@@ -12,22 +17,107 @@ only at the world size it was saved with (fused optimizer shards must match).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
-__all__ = ["CheckpointManager", "load_model_weights"]
+__all__ = [
+    "CheckpointDamagedError",
+    "CheckpointManager",
+    "Skipped",
+    "load_model_weights",
+    "verify_checkpoint",
+    "write_manifest",
+]
 
 _STEP_DIR = re.compile(r"^step_(\d{9})$")
+MANIFEST = "manifest.json"
+META = "meta.json"
+
+
+class CheckpointDamagedError(ValueError):
+    """A checkpoint folder is incomplete or one of its files does not match its manifest (the message names it)."""
+
+
+class Skipped(NamedTuple):
+    """A checkpoint passed over when looking for the newest intact one."""
+
+    path: Path
+    reason: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Records the size and SHA-256 of every file in ``folder`` (sub-folders included) in ``manifest.json``."""
+    files = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[file.relative_to(folder).as_posix()] = {"size": file.stat().st_size, "sha256": _sha256(file)}
+    tmp = folder / (MANIFEST + ".tmp")
+    with tmp.open("w") as f:
+        json.dump({"files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / MANIFEST)
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Checks a checkpoint folder against its manifest.
+
+    Args:
+        path: A ``step_<step>`` folder.
+
+    Raises:
+        CheckpointDamagedError: Naming the first problem: no ``meta.json`` or ``manifest.json``, a listed file
+            missing or of another size or checksum, a file the manifest does not list, or an RNG file missing
+            for a rank of the world size it was saved at.
+    """
+    path = Path(path)
+    for name in (META, MANIFEST):
+        if not (path / name).is_file():
+            raise CheckpointDamagedError(f"{path}: incomplete checkpoint: {name} is missing")
+    try:
+        listed = json.loads((path / MANIFEST).read_text())["files"]
+        meta = json.loads((path / META).read_text())
+        world_size = int(meta["world_size"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointDamagedError(f"{path / MANIFEST}: damaged checkpoint: unreadable manifest or meta ({e})") \
+            from None
+    for rank in range(world_size):
+        if f"rng_rank{rank}.pt" not in listed:
+            raise CheckpointDamagedError(f"{path / f'rng_rank{rank}.pt'}: damaged checkpoint: RNG state file missing")
+    for name, record in listed.items():
+        file = path / name
+        if not file.is_file():
+            what = "RNG state file" if name.startswith("rng_rank") else "file"
+            raise CheckpointDamagedError(f"{file}: damaged checkpoint: {what} missing")
+        size = file.stat().st_size
+        if size != record["size"]:
+            raise CheckpointDamagedError(
+                f"{file}: damaged checkpoint: {size} bytes, {record['size']} when saved (truncated or overwritten)"
+            )
+        if _sha256(file) != record["sha256"]:
+            raise CheckpointDamagedError(f"{file}: damaged checkpoint: checksum differs from the one saved")
+    unlisted = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                      if p.is_file() and p.name != MANIFEST and p.relative_to(path).as_posix() not in listed)
+    if unlisted:
+        raise CheckpointDamagedError(f"{path / unlisted[0]}: damaged checkpoint: file not in the manifest")
 
 
 def _rank() -> int:
@@ -61,25 +151,61 @@ class CheckpointManager:
         self.root = Path(root)
         self.keep_last = keep_last
 
-    def complete(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+    def step_folders(self) -> list[Path]:
+        """Every ``step_<step>`` folder, committed or not, oldest first."""
         if not self.root.is_dir():
             return []
         return sorted(p for p in self.root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
 
+    def complete(self) -> list[Path]:
+        """Committed checkpoints (with ``meta.json`` and ``manifest.json``; not verified), oldest first."""
+        return [p for p in self.step_folders() if (p / META).is_file() and (p / MANIFEST).is_file()]
+
     def latest(self) -> Path | None:
-        """The newest complete checkpoint, or None."""
+        """The newest committed checkpoint (not verified), or None."""
         done = self.complete()
         return done[-1] if done else None
 
-    def save(self, step: int, model: nn.Module, optimizer: Any, meta: Mapping[str, Any]) -> Path:
-        """Writes checkpoint ``step`` atomically and prunes old ones.
+    def latest_intact(self) -> tuple[Path | None, list[Skipped]]:
+        """The newest checkpoint that passes :func:`verify_checkpoint`, and the newer ones skipped, newest first.
+
+        Rank 0 verifies and every rank gets its answer (call it on every rank).
+        """
+        answer: list[Any] = [None, []]
+        if _rank() == 0:
+            for folder in reversed(self.step_folders()):
+                try:
+                    verify_checkpoint(folder)
+                except CheckpointDamagedError as e:
+                    answer[1].append(Skipped(folder, str(e)))
+                    continue
+                answer[0] = folder
+                break
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast_object_list(answer, src=0)
+        return answer[0], answer[1]
+
+    def set_aside(self, skipped: list[Skipped]) -> None:
+        """Renames damaged checkpoints to ``step_<step>.damaged`` (rank 0), so they are never picked again."""
+        if _rank() == 0:
+            for item in skipped:
+                aside = item.path.with_name(item.path.name + ".damaged")
+                if aside.exists():
+                    shutil.rmtree(aside)
+                os.replace(item.path, aside)
+        _barrier()
+
+    def save(self, step: int, model: nn.Module, optimizer: Any, meta: Mapping[str, Any],
+             extra_files: Mapping[str, bytes] | None = None) -> Path:
+        """Writes checkpoint ``step`` atomically, with its manifest, and prunes old ones.
 
         Args:
             step: The global step the state belongs to (after that many optimizer steps).
             model: The (sharded) model; its ``state_dict`` is saved.
             optimizer: An optimizer with ``state_dict`` (torchrec KeyedOptimizer / CombinedOptimizer).
             meta: JSON-serialisable metadata (data position, config, ...); ``step`` and ``world_size`` are added.
+            extra_files: More files for the folder, ``{name: content}``, written by rank 0 (covered by the
+                manifest like every other file).
 
         Returns:
             The checkpoint folder.
@@ -96,14 +222,18 @@ class CheckpointManager:
         torch.save(_rng_state(), tmp / f"rng_rank{_rank()}.pt")
         if _rank() == 0:
             world_size = dist.get_world_size() if dist.is_initialized() else 1
-            (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "world_size": world_size}, indent=2))
-        _barrier()  # every rank's files are on disk before the commit
+            (tmp / META).write_text(json.dumps({**meta, "step": step, "world_size": world_size}, indent=2))
+            for name, content in (extra_files or {}).items():
+                (tmp / name).write_bytes(content)
+        _barrier()  # every rank's files are on disk before the manifest and the commit
         if _rank() == 0:
+            write_manifest(tmp)
             if final.exists():  # the same step saved again (e.g. final save right after a periodic one)
                 shutil.rmtree(final)
             os.replace(tmp, final)
             _fsync_dir(self.root)
-            for old in self.complete()[: -self.keep_last]:
+            done = [p for p in self.complete() if p.name <= final.name]  # never prune past the step just saved
+            for old in done[: -self.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
             for stale in self.root.glob("step_*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -113,12 +243,15 @@ class CheckpointManager:
     @staticmethod
     def read_meta(path: str | Path) -> dict[str, Any]:
         """The ``meta.json`` of a checkpoint."""
-        meta_path = Path(path) / "meta.json"
+        meta_path = Path(path) / META
         if not meta_path.is_file():
             raise FileNotFoundError(f"{path}: not a smes-rec checkpoint (no meta.json)")
-        return json.loads(meta_path.read_text())
+        try:
+            return json.loads(meta_path.read_text())
+        except ValueError as e:
+            raise CheckpointDamagedError(f"{meta_path}: damaged checkpoint: not valid JSON ({e})") from None
 
-    def load(self, path: str | Path, model: nn.Module, optimizer: Any | None) -> dict[str, Any]:
+    def load(self, path: str | Path, model: nn.Module, optimizer: Any | None, verify: bool = True) -> dict[str, Any]:
         """Restores model weights (resharding as needed), and optimizer and RNG state at the same world size.
 
         Args:
@@ -126,11 +259,17 @@ class CheckpointManager:
             model: The (sharded) model to load into.
             optimizer: The optimizer, or None to load weights only. Its state is restored only when the world size
                 matches the checkpoint's; otherwise it starts fresh.
+            verify: Check the folder against its manifest first (rank 0 reads it; skip when just verified).
 
         Returns:
             The checkpoint's metadata, with ``optimizer_restored`` added.
+
+        Raises:
+            CheckpointDamagedError: The checkpoint is incomplete or damaged (naming the file), on every rank.
         """
         path = Path(path)
+        if verify:
+            _verify_on_rank0(path)
         meta = self.read_meta(path)
         world_size = dist.get_world_size() if dist.is_initialized() else 1
         restore_optimizer = optimizer is not None and meta["world_size"] == world_size
@@ -142,21 +281,42 @@ class CheckpointManager:
         if restore_optimizer:
             optimizer.load_state_dict(state["optimizer"])
             rng = path / f"rng_rank{_rank()}.pt"
-            if rng.is_file():
-                _set_rng_state(torch.load(rng, weights_only=False))
+            if not rng.is_file():  # verified folders always have it; a fresh RNG would silently change the run
+                raise CheckpointDamagedError(f"{rng}: damaged checkpoint: RNG state file missing")
+            _set_rng_state(torch.load(rng, weights_only=False))
         return {**meta, "optimizer_restored": restore_optimizer}
 
 
-def load_model_weights(path: str | Path, model: nn.Module) -> dict[str, Any]:
+def _verify_on_rank0(path: Path) -> None:
+    """Rank 0 verifies ``path``; every rank raises the same :class:`CheckpointDamagedError` if it is damaged."""
+    problem = [None]
+    if _rank() == 0:
+        try:
+            verify_checkpoint(path)
+        except CheckpointDamagedError as e:
+            problem[0] = str(e)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(problem, src=0)
+    if problem[0] is not None:
+        raise CheckpointDamagedError(problem[0])
+
+
+def load_model_weights(path: str | Path, model: nn.Module, verify: bool = True) -> dict[str, Any]:
     """Loads a checkpoint's weights into an unsharded model in one process (inference, evaluation).
 
     Args:
         path: A complete checkpoint folder.
         model: The unsharded model (the train wrapper, embeddings on CPU), same config as the checkpoint.
+        verify: Check the folder against its manifest first.
 
     Returns:
         The checkpoint's metadata.
+
+    Raises:
+        CheckpointDamagedError: The checkpoint is incomplete or damaged (naming the file).
     """
+    if verify:
+        verify_checkpoint(path)
     meta = CheckpointManager.read_meta(path)
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=Path(path), no_dist=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from smes_rec.models.factory import ModelConfig, build_ranker
 from smes_rec.models.sparse import TableSpec
 from smes_rec.train.checkpoint import CheckpointManager
 from smes_rec.train.distributed import DistContext
+from smes_rec.train.resume import SAFE_KEYS, ResumeMismatchError, resume_differences
 from smes_rec.train.sharding import (
     EmbeddingOptimizer,
     ShardingName,
@@ -85,7 +87,8 @@ class ScheduleConfig:
     """How long to train and how often to log, validate and checkpoint (all in optimizer steps).
 
     Attributes:
-        max_steps: Total optimizer steps.
+        max_steps: Total optimizer steps (set this or ``epochs``, not both).
+        epochs: Train until this many passes over the train split are complete (set this or ``max_steps``).
         log_every: TensorBoard scalars and the progress bar's postfix.
         eval_every: Validate every this many steps (0: only at the end).
         eval_batches: Validation batches per rank (None: the whole split).
@@ -93,7 +96,8 @@ class ScheduleConfig:
         keep_last: Complete checkpoints to keep.
     """
 
-    max_steps: int = 1000
+    max_steps: int | None = None
+    epochs: int | None = None
     log_every: int = 50
     eval_every: int = 0
     eval_batches: int | None = None
@@ -101,8 +105,15 @@ class ScheduleConfig:
     keep_last: int = 3
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or self.log_every < 1 or self.keep_last < 1:
-            raise ValueError("max_steps, log_every and keep_last must be >= 1")
+        if self.max_steps is not None and self.epochs is not None:
+            raise ValueError(f"max_steps ({self.max_steps}) and epochs ({self.epochs}) are both set: set exactly one "
+                             "(null the other, e.g. --set schedule.max_steps=null)")
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("neither max_steps nor epochs is set: set exactly one of them")
+        if (self.max_steps is not None and self.max_steps < 1) or (self.epochs is not None and self.epochs < 1):
+            raise ValueError(f"max_steps / epochs must be >= 1, got {self.max_steps} / {self.epochs}")
+        if self.log_every < 1 or self.keep_last < 1:
+            raise ValueError("log_every and keep_last must be >= 1")
         if self.eval_every < 0 or self.checkpoint_every < 0:
             raise ValueError("eval_every and checkpoint_every must be >= 0")
         if self.eval_batches is not None and self.eval_batches < 1:
@@ -192,8 +203,10 @@ class Trainer:
         batch_size: Per-rank batch size (planner cost model).
         output_dir: Checkpoints in ``output_dir/checkpoints``, TensorBoard in ``output_dir/tensorboard``.
         ctx: This process's distributed context.
-        config_record: The whole run configuration as plain data, saved in every checkpoint.
+        config_record: The whole run configuration as plain data, saved in every checkpoint and compared with
+            the saved one on a resume.
         progress: Show a tqdm bar on rank 0.
+        steps_per_epoch: Batches per epoch, if known (the progress bar's total with ``schedule.epochs``).
     """
 
     def __init__(
@@ -208,6 +221,7 @@ class Trainer:
         ctx: DistContext,
         config_record: Mapping[str, Any] | None = None,
         progress: bool = True,
+        steps_per_epoch: int | None = None,
     ):
         self.data = data
         self.schedule = schedule
@@ -215,6 +229,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.config_record = dict(config_record or {})
         self.progress = progress and ctx.rank == 0
+        self.steps_per_epoch = steps_per_epoch
         wrapper = build_train_wrapper(model_cfg, data, "meta")
         apply_embedding_optimizer(wrapper, optim.embedding, optim.embedding_lr)
         self.model: DistributedModelParallel = shard_model(
@@ -235,6 +250,8 @@ class Trainer:
         self.position = 0  # batches of the current epoch already trained on
         self.history: list[dict[str, Any]] = []
         self.step_losses: list[float] = []  # global mean loss of every step of this process's run
+        self.examples_trained = 0  # this rank's training rows in this process's run
+        self.train_seconds = 0.0  # wall time of fit(), validation and checkpoints included
 
     # ---------------------------------------------------------------- checkpoints
     def _fingerprint(self) -> dict[str, Any]:
@@ -245,25 +262,51 @@ class Trainer:
             "num_dense": self.data.num_dense,
         }
 
+    def _say(self, message: str) -> None:
+        if self.ctx.rank == 0:
+            print(f"smes-rec: {message}", file=sys.stderr, flush=True)
+
     def restore(self, path: str | Path | None = None) -> bool:
-        """Restores the given checkpoint, or the latest complete one; returns False when there is none.
+        """Restores the given checkpoint, or the newest intact one; returns False when there is none.
+
+        Without ``path``, damaged or incomplete checkpoints newer than the newest intact one are skipped (rank 0
+        says which step and why) and renamed ``step_<step>.damaged``. Before anything loads, the checkpoint's data
+        fingerprint and run config are compared with this run's: every difference outside
+        :data:`smes_rec.train.resume.SAFE_KEYS` is an error. A world-size change is allowed (said on rank 0):
+        the weights reshard and the optimizer state restarts.
 
         Raises:
-            ValueError: When the checkpoint was written for data of another shape (tasks, features, tables).
+            ResumeMismatchError: Listing every differing key with the checkpoint's and the requested value.
+            CheckpointDamagedError: ``path`` was given and is damaged (naming the file).
         """
-        path = Path(path) if path is not None else self.checkpoints.latest()
+        verify = path is not None
+        if path is None:
+            path, skipped = self.checkpoints.latest_intact()
+            for item in skipped:
+                self._say(f"skipping checkpoint {item.path.name}: {item.reason}")
+            if skipped:
+                self.checkpoints.set_aside(skipped)
+                self._say(f"renamed the skipped checkpoint(s) to *.damaged; resuming from "
+                          f"{path.name if path else 'nothing (fresh start)'}")
         if path is None:
             return False
-        saved = CheckpointManager.read_meta(path).get("data_fingerprint")
-        mine = self._fingerprint()
-        if saved != mine:
-            diffs = [k for k in mine if saved is None or saved.get(k) != mine[k]]
-            raise ValueError(
-                f"checkpoint {path} was written for different data ({', '.join(diffs)} differ): "
-                f"checkpoint {saved and {k: saved.get(k) for k in diffs}}, now {{{', '.join(diffs)}}} = "
-                f"{[mine[k] for k in diffs]}"
+        path = Path(path)
+        saved = CheckpointManager.read_meta(path)
+        diffs = []
+        if self.config_record and isinstance(saved.get("config"), Mapping):
+            diffs += resume_differences(saved["config"], self.config_record)
+        diffs += resume_differences(saved.get("data_fingerprint") or {}, self._fingerprint(), "data_fingerprint.")
+        if diffs:
+            lines = "\n".join(f"  {d.key}: checkpoint {d.saved!r}, requested {d.requested!r}" for d in diffs)
+            raise ResumeMismatchError(
+                f"cannot resume from {path}: {len(diffs)} setting(s) differ from the checkpoint's run:\n{lines}\n"
+                f"Resume with the checkpoint's values, or start a new run in another output_dir. A resume may "
+                f"change only: {', '.join(k + '*' if k.endswith('.') else k for k in SAFE_KEYS)}"
             )
-        meta = self.checkpoints.load(path, self.model, self.optimizer)
+        if saved.get("world_size") != self.ctx.world_size:
+            self._say(f"checkpoint {path.name} was saved by {saved.get('world_size')} process(es), this run has "
+                      f"{self.ctx.world_size}: the weights reshard; optimizer state and RNG restart fresh")
+        meta = self.checkpoints.load(path, self.model, self.optimizer, verify=verify)
         self.step, self.epoch, self.position = meta["step"], meta["epoch"], meta["position"]
         self.history = meta.get("history", [])
         return True
@@ -357,29 +400,54 @@ class Trainer:
                 writer.add_scalar(f"valid_auc/{task}", m.auc, self.step)
                 writer.add_scalar(f"valid_gauc/{task}", m.gauc, self.step)
 
+    def _done(self) -> bool:
+        if self.schedule.max_steps is not None:
+            return self.step >= self.schedule.max_steps
+        return self.epoch >= self.schedule.epochs  # type: ignore[operator]
+
     def fit(self) -> dict[str, TaskMetrics]:
-        """Trains to ``schedule.max_steps`` from the current step, then validates and checkpoints.
+        """Trains to ``schedule.max_steps`` or the end of epoch ``schedule.epochs`` from the current state, then
+        validates and checkpoints.
 
         Returns:
             The final validation metrics per task.
+
+        Raises:
+            NonFiniteLossError: A task or aux loss was NaN or infinite (on every rank together).
+            ValueError: An epoch of the train split has no batch.
         """
+        start = time.perf_counter()
+        try:
+            return self._fit()
+        finally:
+            self.train_seconds += time.perf_counter() - start
+
+    def _fit(self) -> dict[str, TaskMetrics]:
         sched = self.schedule
+        total = sched.max_steps
+        if total is None and self.steps_per_epoch:
+            total = self.steps_per_epoch * sched.epochs  # type: ignore[operator]
         writer = None
         if self.ctx.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step or None)
-        bar = tqdm(total=sched.max_steps, initial=self.step, desc="train", disable=not self.progress,
+        bar = tqdm(total=total, initial=self.step, desc="train", disable=not self.progress,
                    dynamic_ncols=True)
         pipeline = TrainPipelineSparseDist(self.model, self.optimizer, self.ctx.device, execute_all_batches=True)
         tel = _Telemetry()
         batches = synchronized(self.data.batches("train", self.epoch, self.position), self.batch_group)
         self.model.train()
-        while self.step < sched.max_steps:
+        while not self._done():
             try:
                 out: StepOutput = pipeline.progress(batches)
             except StopIteration:  # end of an epoch: the next one starts from its first batch
+                if self.position == 0:
+                    raise ValueError(f"epoch {self.epoch} of the train split has no batch on some rank (fewer "
+                                     "rows than batch_size x world size?)") from None
                 self.epoch, self.position = self.epoch + 1, 0
+                if self._done():
+                    break
                 batches = synchronized(self.data.batches("train", self.epoch, 0), self.batch_group)
                 continue
             stats = _step_stats(out)
@@ -387,11 +455,12 @@ class Trainer:
             self.step += 1
             self.position += 1
             tel.add(stats, out.labels_TB.size(1))
+            self.examples_trained += out.labels_TB.size(1)
             bar.update(1)
             if self.step % sched.log_every == 0:
                 self._log(writer, tel, bar)
                 tel = _Telemetry()
-            last = self.step == sched.max_steps
+            last = self.step == sched.max_steps  # (with epochs, the end shows only when the split runs out)
             if sched.eval_every and self.step % sched.eval_every == 0 and not last:
                 pipeline.detach()
                 self._record_eval(writer, self.evaluate("valid", sched.eval_batches))

@@ -2,13 +2,19 @@
 
 Every configuration in smes-rec is a frozen dataclass. This module turns plain mappings (parsed YAML) into those
 dataclasses, recursively, and rejects anything it does not understand: unknown keys, missing required keys and
-values of the wrong type are errors that name the dotted key path (and the file when there is one). It also applies
-``--set a.b.c=value`` overrides, parsing each value as YAML and validating it against the field's type.
+values of the wrong type are errors that name the dotted key path and where the value came from: the file, or the
+``--set a.b.c=value`` override that put it there. Overrides parse each value as YAML and validate it against the
+field's type.
+
+YAML is read with :func:`yaml_load`: PyYAML follows YAML 1.1, whose float pattern needs a dot and a signed exponent
+(``1.0e+30``) and reads ``1e-3`` as a string. Its loader resolves ``1e-3``, ``1E-4`` and ``1.0e30`` as numbers too
+(YAML 1.2's rule), in files and in ``--set`` values alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,15 +24,67 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "apply_overrides", "from_mapping", "load_yaml", "to_mapping"]
+__all__ = ["ConfigError", "apply_overrides", "check_overrides", "from_mapping", "load_yaml", "to_mapping", "yaml_load"]
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2's float forms (exponent sign and the dot optional) plus YAML 1.1's base-60 floats, .inf and .nan.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a number, not the string ``'1e-3'``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parses YAML like ``yaml.safe_load``, reading scientific notation (``1e-3``, ``1E-4``) as numbers."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: safe
 
 
 class ConfigError(ValueError):
     """A configuration that does not match its schema; the message names the key path."""
 
 
-def _where(path: str, source: str | None) -> str:
+class _Origin:
+    """Where each value of a config came from: the file, or the ``--set`` override that wrote it.
+
+    Args:
+        file: The config file (None for a plain mapping).
+        overrides: ``{dotted key: the override item}`` of every override applied.
+    """
+
+    def __init__(self, file: str | None, overrides: Mapping[str, str]):
+        self.file, self.overrides = file, dict(overrides)
+
+    def describe(self, path: str) -> str | None:
+        """Names the source of the value at ``path`` (a value under an override blames that override)."""
+        for key, item in self.overrides.items():
+            if path == key or path.startswith((key + ".", key + "[")):
+                return f"--set {item}"
+        inside = [f"--set {item}" for key, item in self.overrides.items() if not path or key.startswith(path + ".")]
+        if inside:  # a check over a whole section that an override changed
+            return ", ".join([self.file or "config", *inside]) if self.file else ", ".join(inside)
+        return self.file
+
+
+def _where(path: str, source: str | _Origin | None) -> str:
     key = path or "<root>"
+    if isinstance(source, _Origin):
+        source = source.describe(path)
     return f"{source}: {key}" if source else key
 
 
@@ -34,7 +92,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
+def _convert(value: Any, tp: Any, path: str, source: str | _Origin | None) -> Any:
     """Converts ``value`` to type ``tp`` or raises ConfigError naming ``path``."""
     origin = get_origin(tp)
     if tp is Any:
@@ -108,7 +166,7 @@ def _convert(value: Any, tp: Any, path: str, source: str | None) -> Any:
     raise TypeError(f"unsupported config field type {tp!r} at {path}")
 
 
-def _to_dataclass(value: Any, cls: type[T], path: str, source: str | None) -> T:
+def _to_dataclass(value: Any, cls: type[T], path: str, source: str | _Origin | None) -> T:
     if isinstance(value, cls):
         return value
     if not isinstance(value, Mapping):
@@ -137,7 +195,7 @@ def _to_dataclass(value: Any, cls: type[T], path: str, source: str | None) -> T:
         raise ConfigError(f"{_where(path, source)}: {e}") from e
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any] | None, source: str | None = None) -> T:
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, source: str | _Origin | None = None) -> T:
     """Builds a dataclass ``cls`` from a mapping, strictly.
 
     Args:
@@ -166,39 +224,75 @@ def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> 
         An instance of ``cls``.
 
     Raises:
-        ConfigError: For a missing or unparseable file, or any schema violation (naming the file and key).
+        ConfigError: For a missing or unparseable file, or any schema violation, naming the key and where its
+            value came from (the file, or the ``--set`` override).
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     data = _apply_to_mapping(dict(data or {}), overrides, cls)
-    return from_mapping(cls, data, source=str(path))
+    return from_mapping(cls, data, source=_Origin(str(path), _override_keys(overrides)))
+
+
+def _override_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """``{dotted key: item}`` of well-formed overrides (a later one on the same key wins, as when applied)."""
+    return {item.partition("=")[0].strip(): item for item in overrides}
+
+
+def _parse_override(item: str, cls: type) -> tuple[list[str], Any]:
+    """Splits ``a.b=value`` into checked key parts and the value parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    _check_override_path(cls, parts, item)
+    try:
+        return parts, yaml_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from e
+
+
+def check_overrides(cls: type, overrides: Sequence[str]) -> None:
+    """Checks ``key.path=value`` overrides on their own: each key exists and each value has its field's type.
+
+    For a launcher that cannot read the config file the overrides apply to (checks that involve other fields
+    happen when the whole config is loaded).
+
+    Raises:
+        ConfigError: Naming the override.
+    """
+    for item in overrides:
+        parts, value = _parse_override(item, cls)
+        tp: Any = cls
+        for part in parts:
+            while get_origin(tp) in (Union, types.UnionType):
+                non_none = [a for a in get_args(tp) if a is not type(None)]
+                tp = non_none[0] if len(non_none) == 1 else Any
+            if tp is Any or get_origin(tp) in (dict, Mapping):
+                tp = Any
+                break
+            tp = get_type_hints(tp)[part]
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            continue  # a whole section: its fields' defaults come from the file
+        _convert(value, tp, ".".join(parts), f"--set {item}")
 
 
 def _apply_to_mapping(data: dict[str, Any], overrides: Sequence[str], cls: type) -> dict[str, Any]:
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        parts = key.strip().split(".")
-        _check_override_path(cls, parts, item)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        parts, value = _parse_override(item, cls)
         node = data
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = {}
             elif not isinstance(child, Mapping):
-                raise ConfigError(f"override {item!r}: {part} is not a mapping")
+                raise ConfigError(f"--set {item!r}: {part} is not a mapping")
             node[part] = child = dict(child)
             node = child
         node[parts[-1]] = value
@@ -215,11 +309,11 @@ def _check_override_path(cls: type, parts: Sequence[str], item: str) -> None:
         if tp is Any or get_origin(tp) in (dict, Mapping):
             return
         if not dataclasses.is_dataclass(tp):
-            raise ConfigError(f"override {item!r}: {'.'.join(parts[:i])} is not a section")
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i])} is not a section")
         hints = get_type_hints(tp)
         if part not in hints:
             raise ConfigError(
-                f"override {item!r}: unknown key {'.'.join(parts[: i + 1])!r}; allowed: {sorted(hints)}"
+                f"--set {item!r}: unknown key {'.'.join(parts[: i + 1])!r}; allowed: {sorted(hints)}"
             )
         tp = hints[part]
 
@@ -227,7 +321,7 @@ def _check_override_path(cls: type, parts: Sequence[str], item: str) -> None:
 def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
     """Returns a copy of the dataclass ``cfg`` with ``key.path=value`` overrides applied and validated."""
     data = _apply_to_mapping(to_mapping(cfg), overrides, type(cfg))
-    return from_mapping(type(cfg), data)
+    return from_mapping(type(cfg), data, source=_Origin(None, _override_keys(overrides)))
 
 
 def to_mapping(cfg: Any) -> Any:

@@ -14,7 +14,7 @@ import yaml
 from apps.evaluate import main as evaluate_main
 from smes_rec.evaluation.checkpoint import SchemaMismatchError, check_fingerprint, load_run_config
 from smes_rec.evaluation.stream import evaluate_stream
-from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
+from smes_rec.train.checkpoint import CheckpointManager, load_model_weights, write_manifest
 from smes_rec.train.wrapper import StepOutput
 from smes_rec.utils.config import ConfigError, to_mapping
 
@@ -128,6 +128,8 @@ def test_nan_predictions_from_a_checkpoint(tiny_run: Path, tmp_path: Path, capsy
     broken = tmp_path / "checkpoints" / "step_000000008"
     dcp.save({"model": state}, checkpoint_id=broken, no_dist=True)
     shutil.copy(source / "meta.json", broken / "meta.json")
+    shutil.copy(source / "rng_rank0.pt", broken / "rng_rank0.pt")
+    write_manifest(broken)  # a consistent (committed) checkpoint whose weights hold a NaN
 
     code, err = _evaluate(capsys, "--checkpoint", str(broken), "--split", "valid", "--out", str(tmp_path / "o"))
     assert code == 2
@@ -181,5 +183,6 @@ def test_checkpoint_without_config(tiny_run: Path, tmp_path: Path, capsys: pytes
     meta = json.loads((checkpoint / "meta.json").read_text())
     del meta["config"]
     (checkpoint / "meta.json").write_text(json.dumps(meta))
+    write_manifest(checkpoint)  # consistent, as an older smes-rec would have written it
     code, err = _evaluate(capsys, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"))
     assert code == 2 and "holds no training config" in err

@@ -42,7 +42,7 @@ def _script_argv(app, script: str) -> list[str]:
 
 def test_train_app_def() -> None:
     app = components().train(
-        config="configs/tiny.yaml", set="schedule.max_steps=40,model.layers=[64,32],seed=3", output_dir="runs/a",
+        config="configs/tiny.yaml", set="schedule.max_steps=40,model.expert_layers=[64,32],seed=3", output_dir="runs/a",
         j="2x4", cpu=8, gpu=4, memMB=32000, image="registry.example/smes-rec:1", env={"FOO": "bar"},
         max_retries=3, mounts=["type=volume", "src=runs-pvc", "dst=/mnt/runs"],
     )
@@ -53,7 +53,7 @@ def test_train_app_def() -> None:
     assert command[command.index("--nproc_per_node") + 1] == "4"
     assert _script_argv(app, "apps/train.py") == [
         "--config", "configs/tiny.yaml",
-        "--set", "schedule.max_steps=40", "--set", "model.layers=[64,32]", "--set", "seed=3",
+        "--set", "schedule.max_steps=40", "--set", "model.expert_layers=[64,32]", "--set", "seed=3",
         "--set", "output_dir=runs/a",
         "--resume",
     ]
