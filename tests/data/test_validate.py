@@ -53,9 +53,9 @@ def test_missing_counts_agree_and_the_default_null_values_are_shown(tmp_path: Pa
     table = pa.table({"city": pa.array(city, pa.string()), "price": pa.array(["1", "NA", "3", " 4", "", "6", "7", "8"]),
                       "ok": [1, 0, 1, 0, 1, 0, 1, 0]})
     pq.write_table(table, tmp_path / "d.parquet")
+    prices, oks = table["price"].to_pylist(), table["ok"].to_pylist()
     (tmp_path / "d.csv").write_text("city,price,ok\n" + "".join(
-        f"{'' if c is None else c},{p},{o}\n" for c, p, o in zip(city, table["price"].to_pylist(), table["ok"].to_pylist(),
-                                                                   strict=True)))
+        f"{'' if c is None else c},{p},{o}\n" for c, p, o in zip(city, prices, oks, strict=True)))
     for name in ("d.parquet", "d.csv"):
         schema = tmp_path / f"s_{name}.yaml"
         write_schema(schema, {"files": [name], "strip": True,
