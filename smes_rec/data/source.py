@@ -30,7 +30,7 @@ from smes_rec.data.features import ColumnPlan, FeatureProcessor, parse_numbers
 from smes_rec.data.fitted import FittedTransform
 from smes_rec.data.hashing import fmix64, hash_text
 from smes_rec.data.readers import FileInfo, RowContext, Unit, read_unit, resolve_files, resolve_join, scan_file
-from smes_rec.data.schema import DataError, DatasetSchema, load_schema, with_data_root
+from smes_rec.data.schema import DataError, DatasetSchema, DenseFeature, load_schema, with_data_root
 from smes_rec.data.vocab import VocabCounter
 from smes_rec.utils.config import ConfigError
 
@@ -373,8 +373,11 @@ class DataSource:
             table, ctx = self.read(u, split, table=self.read_unit(u, log_needed))
             for f in todo:
                 x = processor.raw_dense_column(f, table, ctx)
-                n_b, mean_b = len(x), float(x.mean())
-                m2_b = float(((x - mean_b) ** 2).sum())
+                with np.errstate(over="ignore", invalid="ignore"):
+                    n_b, mean_b = len(x), float(x.mean())
+                    m2_b = float(((x - mean_b) ** 2).sum())
+                if not (np.isfinite(mean_b) and np.isfinite(m2_b)):
+                    _blame_dense(f, x, ctx)
                 n_a, mean_a, m2_a = acc[f.name]
                 n = n_a + n_b
                 delta = mean_b - mean_a
@@ -394,3 +397,12 @@ class DataSource:
             dense[f.name] = (mean, std if std > 0 else 1.0)
         vocabs = {t: counters[t].vocabulary(fs[0].min_count or 1, fs[0].max_size) for t, fs in vocab_tables.items()}
         return FittedTransform(dense, vocabs, rows)
+
+
+def _blame_dense(f: DenseFeature, x: np.ndarray, ctx: RowContext) -> None:
+    """Raises for the row whose value makes a ``standardize`` feature's statistics non-finite."""
+    bad = ~np.isfinite(x)
+    i = int(np.flatnonzero(bad)[0]) if bad.any() else int(np.argmax(np.abs(x)))
+    why = "is not finite" if bad.any() else "is so large that the standardisation statistics overflow"
+    raise DataError(f"{ctx.where(i, f.column)}: value {float(x[i])!r} {why} (dense feature {f.name!r}, transform "
+                    "'standardize')")
