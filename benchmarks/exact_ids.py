@@ -3,8 +3,8 @@ with every hashed categorical feature switched to ``ids: vocab`` (a vocabulary f
 
 Everything else is ``configs/kuairand_subset.yaml``: time split, model, steps, optimizers. Each (variant, seed) run
 trains in this process and its final checkpoint is evaluated on the test split; the script prints per-task test AUC
-and GAUC side by side, the number of distinct values hashing merged away in the train split, and writes
-OUT/results.json.
+and GAUC (means over seeds) side by side and writes every run's numbers to OUT/results.json. (How many values the
+hashed schema merges: ``apps/prepare.py validate --schema configs/data/kuairand_subset.yaml``.)
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/exact_ids.py --out runs/exact_ids --seeds 0 1
 
