@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from smes_rec.data.cache import cache_key, default_cache_dir, locked
 from smes_rec.data.config import SPLITS, DataConfig, SplitConfig
 from smes_rec.data.features import ColumnPlan, FeatureProcessor, parse_numbers
-from smes_rec.data.fitted import FittedTransform
+from smes_rec.data.fitted import FittedTransform, TransformError
 from smes_rec.data.hashing import fmix64, hash_text
 from smes_rec.data.readers import FileInfo, RowContext, Unit, read_unit, resolve_files, resolve_join, scan_file
 from smes_rec.data.schema import DataError, DatasetSchema, DenseFeature, load_schema, with_data_root
@@ -139,6 +139,7 @@ class DataSource:
         Raises:
             ConfigError: For missing files or columns.
             DataError: For unreadable files.
+            TransformError: When ``fitted`` lacks statistics or a vocabulary the schema needs.
         """
         split = split or SplitConfig()
         infos, units = [], []
@@ -157,8 +158,12 @@ class DataSource:
                     use = plan.uses.get(c, "split.column")
                     raise DataError(f"{info.path}: missing column {c!r} (used by {use}); the file has columns "
                                     f"{list(info.column_names)}")
-        if fitted is not None:
-            schema.tables(fitted.vocab_sizes())  # every vocabulary the schema needs is there
+        if fitted is not None:  # it must hold everything the schema fits
+            missing = [f"dense feature {f.name!r}" for f in schema.dense_to_fit if f.name not in fitted.dense]
+            missing += [f"vocabulary of table {t!r}" for t in schema.vocab_tables if t not in fitted.vocabularies]
+            if missing:
+                raise TransformError(f"the fitted transform has no {', no '.join(missing)}: the schema fits more than "
+                                     "the model was trained with")
         return cls(schema, tuple(infos), tuple(units), plan, split, cache_dir or default_cache_dir(), fitted)
 
     # ----------------------------------------------------------------------------------------------- processing

@@ -78,3 +78,8 @@ def test_a_non_finite_value_with_stored_statistics_is_blamed_on_its_row(tmp_path
     with pytest.raises(DataError, match=r"row 1950 \(line 1951\), column 'x': value inf gives inf after transform "
                                         "'standardize'"):
         list(build_dataloader(DataConfig(batch_size=100, num_workers=0, shuffle=False), "all", source=source))
+
+
+def test_a_transform_missing_what_the_schema_fits_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TransformError, match="the fitted transform has no dense feature 'x'"):
+        _source_with_x(tmp_path, "1", 1, rows=5, fitted=FittedTransform({"other": (0.0, 1.0)}))
