@@ -25,6 +25,7 @@ import torch.distributed as dist
 from smes_rec.evaluation.checkpoint import (
     check_fingerprint,
     data_fingerprint,
+    fitted_transform_for,
     load_run_config,
     resolve_checkpoint,
     run_dir_of,
@@ -37,15 +38,11 @@ from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
 from smes_rec.train.data import LoaderSource
 from smes_rec.utils.config import to_mapping
 
-__all__ = ["EmptySplitError", "EvalConfig", "EvalOutcome", "MissingGroupError", "evaluate_checkpoint"]
+__all__ = ["EmptySplitError", "EvalConfig", "EvalOutcome", "evaluate_checkpoint"]
 
 
 class EmptySplitError(ValueError):
     """The split to evaluate has no rows."""
-
-
-class MissingGroupError(ValueError):
-    """The data schema names no group column, so GAUC (per-user AUC) cannot be computed."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +100,9 @@ def _env_world_size() -> int:
 
 
 def _check_data(data: LoaderSource, meta: dict[str, Any], checkpoint: Path, split: str, run_cfg: TrainConfig) -> None:
-    """Schema, group column and split size checks, before any model is built."""
+    """Schema and split size checks, before any model is built."""
     current = data_fingerprint(data.task_names, data.feature_names, data.tables, data.num_dense)
     check_fingerprint(meta.get("data_fingerprint"), current, checkpoint)
-    schema = data.source.schema
-    if not schema.group:
-        raise MissingGroupError(
-            f"the data schema {run_cfg.data.schema!r} names no group column (`group:`, e.g. user_id), so GAUC "
-            "cannot be computed; add one to the schema"
-        )
     rows = int(data.source.split_counts(split).sum())
     if rows == 0:
         split_cfg = to_mapping(run_cfg.data.split)
@@ -153,7 +144,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     """One process, no process group: the model rebuilt unsharded on the CPU, the checkpoint's weights loaded."""
     from smes_rec.train.loop import build_train_wrapper
 
-    data = LoaderSource(run_cfg.data, 0, 1)
+    data = LoaderSource(run_cfg.data, 0, 1, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
     load_model_weights(checkpoint, wrapper, verify=False)  # resolve_checkpoint verified it
@@ -161,7 +152,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     batches = itertools.islice(data.batches(cfg.split, 0, 0), cfg.max_batches)
     return evaluate_stream(
         unsharded_outputs(wrapper, batches), data.task_names, split=cfg.split, keep_predictions=cfg.predictions,
-        progress=cfg.progress, total_batches=min(total, cfg.max_batches or total),
+        progress=cfg.progress, total_batches=min(total, cfg.max_batches or total), grouped=data.has_groups,
     )
 
 
@@ -171,7 +162,7 @@ def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: T
     from smes_rec.train.loop import ScheduleConfig, Trainer
 
     ctx = init_distributed(run_cfg.device)
-    data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size)
+    data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     trainer = Trainer(data, run_cfg.model, run_cfg.optim, ScheduleConfig(max_steps=1), run_cfg.sharding,
                       run_cfg.data.batch_size, run_dir_of(checkpoint), ctx, progress=False)
@@ -181,7 +172,7 @@ def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: T
     return evaluate_stream(
         sharded_outputs(trainer, cfg.split, cfg.max_batches), data.task_names, split=cfg.split,
         process_group=dist.group.WORLD, keep_predictions=cfg.predictions, progress=cfg.progress and ctx.rank == 0,
-        total_batches=min(total, cfg.max_batches or total),
+        total_batches=min(total, cfg.max_batches or total), grouped=data.has_groups,
     )
 
 
@@ -198,7 +189,8 @@ def evaluate_checkpoint(cfg: EvalConfig) -> EvalOutcome:
         FileNotFoundError: No checkpoint at ``cfg.checkpoint``.
         ConfigError: The checkpoint's config does not load, or an override is invalid.
         SchemaMismatchError: The data's tasks, features, tables or dense features differ from the checkpoint's.
-        MissingGroupError: The data has no group column; ``DataError`` when the column is missing from the files.
+        DataError: The group column (or another) is missing from the files. Data without a group column is
+            evaluated without GAUC (reported as not available).
         EmptySplitError: The split has no rows.
         ValueError: NaN predictions or labels (naming split, batch and task), or another invalid value.
     """

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from smes_rec.data.config import DataConfig
+from smes_rec.data.fitted import load_fitted_transform
 from smes_rec.metrics import TaskMetrics
 from smes_rec.models.factory import ModelConfig
 from smes_rec.train.checkpoint import CheckpointManager
@@ -134,11 +135,16 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
 def _train(cfg: TrainConfig, ctx: DistContext, output: Path, resume: bool, progress: bool,
            started: float) -> dict[str, TaskMetrics]:
     torch.manual_seed(cfg.seed)
-    data = LoaderSource(cfg.data, ctx.rank, ctx.world_size)
+    # A resumed run keeps the transform fitted at its start (stored in the checkpoint), whatever the files hold now.
+    # The newest intact checkpoint is the one Trainer.restore will load (damaged newer ones are skipped there).
+    latest = CheckpointManager(output / "checkpoints").latest_intact()[0] if resume else None
+    fitted = load_fitted_transform(latest) if latest is not None else None
+    data = LoaderSource(cfg.data, ctx.rank, ctx.world_size, fitted)
     record = to_mapping(cfg)
     steps_per_epoch = len(data.loader("train"))
     trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, output, ctx,
-                      config_record=record, progress=progress, steps_per_epoch=steps_per_epoch)
+                      config_record=record, progress=progress, steps_per_epoch=steps_per_epoch,
+                      fitted=data.fitted)
     resumed = resume and trainer.restore()
     first_step = trainer.step
     if ctx.rank == 0:

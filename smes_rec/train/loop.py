@@ -22,6 +22,8 @@ from torchrec.distributed.train_pipeline import EvalPipelineSparseDist, TrainPip
 from tqdm import tqdm
 
 from smes_rec.data.batch import Batch
+from smes_rec.data.fitted import META_KEY as FITTED_KEY
+from smes_rec.data.fitted import FittedTransform
 from smes_rec.metrics import MultiTaskEvaluator, TaskMetrics
 from smes_rec.models.factory import ModelConfig, build_ranker
 from smes_rec.models.sparse import TableSpec
@@ -54,6 +56,7 @@ class DataSource(Protocol):
     feature_names: tuple[str, ...]
     tables: tuple[TableSpec, ...]
     num_dense: int
+    has_groups: bool  # False: no group column, so GAUC is not available
 
     def batches(self, split: str, epoch: int, skip: int) -> Iterator[Batch]:
         """This rank's batches of ``split`` in ``epoch``'s order, skipping the first ``skip`` of them."""
@@ -207,6 +210,8 @@ class Trainer:
             the saved one on a resume.
         progress: Show a tqdm bar on rank 0.
         steps_per_epoch: Batches per epoch, if known (the progress bar's total with ``schedule.epochs``).
+        fitted: The feature transform fitted on the train split, saved in every checkpoint's ``meta.json`` (under
+            ``smes_rec.data.fitted.META_KEY``) for evaluation and serving.
     """
 
     def __init__(
@@ -222,8 +227,10 @@ class Trainer:
         config_record: Mapping[str, Any] | None = None,
         progress: bool = True,
         steps_per_epoch: int | None = None,
+        fitted: FittedTransform | None = None,
     ):
         self.data = data
+        self.fitted = fitted
         self.schedule = schedule
         self.ctx = ctx
         self.output_dir = Path(output_dir)
@@ -320,6 +327,8 @@ class Trainer:
             "config": self.config_record,
             "history": self.history,
         }
+        if self.fitted is not None:
+            meta[FITTED_KEY] = self.fitted.to_dict()
         return self.checkpoints.save(self.step, self.model, self.optimizer, meta)
 
     # ---------------------------------------------------------------- evaluation
@@ -346,7 +355,7 @@ class Trainer:
 
     def evaluate(self, split: str = "valid", max_batches: int | None = None) -> dict[str, TaskMetrics]:
         """Exact per-task metrics of ``split`` over all ranks (through the eval pipeline)."""
-        evaluator = MultiTaskEvaluator(self.data.task_names)
+        evaluator = MultiTaskEvaluator(self.data.task_names, self.data.has_groups)
         for out in self.eval_outputs(split, max_batches):
             evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
         return evaluator.compute(self.cpu_group or dist.group.WORLD)  # exact over every rank's rows
@@ -398,7 +407,8 @@ class Trainer:
         if writer is not None:
             for task, m in metrics.items():
                 writer.add_scalar(f"valid_auc/{task}", m.auc, self.step)
-                writer.add_scalar(f"valid_gauc/{task}", m.gauc, self.step)
+                if m.gauc is not None:
+                    writer.add_scalar(f"valid_gauc/{task}", m.gauc, self.step)
 
     def _done(self) -> bool:
         if self.schedule.max_steps is not None:
@@ -478,10 +488,13 @@ class Trainer:
 
 
 def metrics_table(metrics: Mapping[str, TaskMetrics], columns: Sequence[str] = ("auc", "gauc", "log_loss")) -> str:
-    """A Markdown table of per-task metrics."""
+    """A Markdown table of per-task metrics; a metric that is not available (GAUC without groups) shows ``n/a``,
+    explained under the table."""
     header = "| task | " + " | ".join(columns) + " | examples |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for task, m in metrics.items():
-        values = " | ".join(f"{getattr(m, c):.4f}" for c in columns)
+        values = " | ".join("n/a" if getattr(m, c) is None else f"{getattr(m, c):.4f}" for c in columns)
         lines.append(f"| {task} | {values} | {m.num_examples} |")
+    if any(getattr(m, c) is None for m in metrics.values() for c in columns):
+        lines.append("\nn/a: GAUC is not available: the data has no group column (`group:` in the schema)")
     return "\n".join(lines)

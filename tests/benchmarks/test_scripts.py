@@ -90,3 +90,12 @@ def test_scaling_writes_its_plot(tmp_path: Path) -> None:
                "16", "8", "--tasks", "3", "--rounds", "1", "--plot", str(plot))
     assert len(_table_rows(out)) == 3
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exact_ids_compares_hash_and_vocab_on_kuairand(tmp_path: Path) -> None:
+    out = _run("exact_ids.py", "--out", str(tmp_path), "--seeds", "0", "--steps", "2")
+    header, *rows = _table_rows(out.split("\ntest split, SMES", 1)[1])  # after the runs' own printouts
+    assert header == ["task", "AUC hash", "AUC vocab", "GAUC hash", "GAUC vocab"]
+    assert [r[0] for r in rows][-1] == "mean" and len(rows) == 8
+    assert all(re.fullmatch(NUMBER, cell) for row in rows for cell in row[1:])
+    assert (tmp_path / "vocab_s0" / "checkpoints").is_dir()
