@@ -14,7 +14,7 @@ from apps.evaluate import main as evaluate_main
 from smes_rec.data.config import DataConfig
 from smes_rec.data.fitted import META_KEY, load_fitted_transform
 from smes_rec.data.source import DataSource
-from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.checkpoint import CheckpointManager, write_manifest
 from tests.faults.data_tiny import train_tiny, write_log, write_schema
 
 
@@ -80,6 +80,7 @@ def test_a_checkpoint_without_a_stored_transform_refits_on_its_own_training_data
     meta = json.loads((old / "meta.json").read_text())
     del meta[META_KEY]
     (old / "meta.json").write_text(json.dumps(meta))
+    write_manifest(old)  # an intact checkpoint from before the transform was stored, not a damaged one
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(data / "a.csv", other / "a.csv")
