@@ -175,7 +175,9 @@ def build_report(results: Mapping[str, Any], costs: Mapping[tuple[str, tuple[str
         "- Every model of a data set shares the embeddings, shared bottom, towers, optimizers, steps, batch size and "
         "data; only the arch differs. " + "; ".join(
             f"{DATASET_NAMES[d]}: bottom {b['bottom']}, expert widths {b['experts']}, towers {b['towers']}, batch "
-            f"{b['batch_size']}, {meta['steps'][d]} steps, optimizers {b['optim']}" for d, b in meta["base"].items())
+            f"{b['batch_size']}, {meta['steps'][d]} steps, optimizers "
+            f"{ {k: v for k, v in b['optim'].items() if k != 'dense_lr'} } (dense LR from the grid)"
+            for d, b in meta["base"].items())
         + ".",
         f"- Budgets: MMoE with E0 = {meta['experts']} experts sets the dense parameter budget (bottom + arch + towers)."
         " SMES-S and naive top-K use the same experts (K_s = "
@@ -424,7 +426,8 @@ def _scaling_plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("dense parameters")
         ax.set_ylabel(label)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.suptitle("SMES vs MMoE as the number of experts grows")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
