@@ -104,6 +104,7 @@ def _summary(records: Sequence[Mapping[str, Any]], cost: Mapping[str, float]) ->
     routing = [m["routing"] for m in test]
     return {
         "seeds": [r["seed"] for r in records],
+        "keys": [r["key"] for r in records],
         "lr": records[0]["lr"],
         "tasks": tasks,
         "gauc": {t: [m["tasks"][t]["gauc"] for m in test] for t in tasks},

@@ -178,10 +178,14 @@ class Sizer:
     def cost(self, overrides: Sequence[str]) -> dict[str, float]:
         """``dense_params`` (bottom + arch + towers), ``active_params`` and ``flops`` (per instance, inference)."""
         cfg = apply_overrides(self.base, list(overrides)).model
-        ranker = build_ranker(cfg, self.tables, self.features, self.num_dense, len(self.tasks), "meta",
-                              task_names=self.tasks)
-        dense = ranker.dense_model
-        arch = arch_cost(dense.arch, dense.bottom.out_features)
+        # A fixed initialisation: sparse archs' FLOPs follow their routing, and the sizes they choose (hence the
+        # run keys) must be the same in every invocation.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            ranker = build_ranker(cfg, self.tables, self.features, self.num_dense, len(self.tasks), "meta",
+                                  task_names=self.tasks)
+            dense = ranker.dense_model
+            arch = arch_cost(dense.arch, dense.bottom.out_features)
         # Bottom and towers are MLPs: 2 FLOPs per weight and instance.
         mlp_flops = 2 * sum(p.numel() for m in (dense.bottom, dense.towers) for p in m.parameters() if p.dim() > 1)
         shell = sum(p.numel() for m in (dense.bottom, dense.towers) for p in m.parameters())
@@ -329,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, help="comparison data sets (default: preset's)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: preset's)")
+    parser.add_argument("--lrs", nargs="+", type=float, help="the dense LR grid (default: preset's)")
+    parser.add_argument("--models", nargs="+", choices=COMPARISON, help="comparison models (default: preset's)")
     parser.add_argument("--steps", nargs=2, action="append", metavar=("DATASET", "STEPS"), default=[],
                         help="training steps of a data set (default: preset's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -343,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         preset = replace(preset, datasets=tuple(args.datasets))
     if args.seeds:
         preset = replace(preset, seeds=tuple(args.seeds))
+    if args.lrs:
+        preset = replace(preset, lrs=tuple(args.lrs))
+    if args.models:
+        preset = replace(preset, models=tuple(m for m in COMPARISON if m in args.models))
     for dataset, steps in args.steps:
         preset = replace(preset, steps={**preset.steps, dataset: int(steps)})
     sections = list(args.sections)
