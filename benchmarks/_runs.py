@@ -21,10 +21,11 @@ import torch.distributed as dist
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
 from smes_rec.evaluation.report import read_metrics_json
 from smes_rec.models.factory import build_ranker
+from smes_rec.modules.cost import arch_cost
 from smes_rec.train.app import TrainConfig, run
 from smes_rec.train.checkpoint import CheckpointManager
 
-__all__ = ["dense_params", "load_finished", "mean_std", "pm", "throughput", "train_and_evaluate"]
+__all__ = ["arch_overrides", "dense_cost", "load_finished", "mean_std", "pm", "throughput", "train_and_evaluate"]
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
@@ -53,15 +54,31 @@ def throughput(run_dir: Path) -> float:
     return len(steady) / sum(1.0 / r for r in steady)
 
 
-def dense_params(cfg: TrainConfig, meta: dict[str, Any]) -> int:
-    """Parameters of the dense model (bottom, arch, towers): what differs between the archs."""
+def arch_overrides(name: str, max_steps: int) -> list[str]:
+    """The config overrides that select arch ``name`` (the sparse RankMixer is ``rankmixer`` with a switch).
+
+    MoME's stage 1 is the first fifth of the steps; MoME's and sparse RankMixer's auxiliary losses carry their own
+    lambda, so their runs set ``model.aux_loss_weight=1``.
+    """
+    if name == "rankmixer_sparse":
+        return ["model.arch=rankmixer", "model.rankmixer_sparse=true", "model.aux_loss_weight=1.0"]
+    if name == "mome":
+        return ["model.arch=mome", f"model.mome_warmup_steps={max(1, max_steps // 5)}", "model.aux_loss_weight=1.0"]
+    return [f"model.arch={name}"]
+
+
+def dense_cost(cfg: TrainConfig, meta: dict[str, Any]) -> dict[str, float]:
+    """Parameters of the dense model (bottom, arch, towers), and the arch's own cost (``arch_cost``)."""
     from smes_rec.models.sparse import TableSpec
 
     fp = meta["data_fingerprint"]
     tables = [TableSpec(t[0], t[1], t[2], tuple(t[3])) for t in fp["tables"]]
     ranker = build_ranker(cfg.model, tables, fp["features"], fp["num_dense"], len(fp["tasks"]), "meta",
                           task_names=fp["tasks"])
-    return sum(p.numel() for p in ranker.dense_model.parameters())
+    cost = arch_cost(ranker.dense_model.arch, ranker.dense_model.bottom.out_features)
+    return {"dense_params": sum(p.numel() for p in ranker.dense_model.parameters()),
+            "arch_params": cost.total_params, "arch_active_params": cost.active_params,
+            "arch_flops": cost.flops_per_instance}
 
 
 def train_and_evaluate(cfg: TrainConfig, splits: Sequence[str], predictions: Sequence[str] = (),
@@ -98,7 +115,7 @@ def train_and_evaluate(cfg: TrainConfig, splits: Sequence[str], predictions: Seq
         "seed": cfg.seed,
         "train_seconds": train_seconds,
         "examples_per_s": throughput(run_dir),
-        "dense_params": dense_params(cfg, CheckpointManager.read_meta(checkpoint)),
+        **dense_cost(cfg, CheckpointManager.read_meta(checkpoint)),
         **(extra or {}),
     }
     (run_dir / "record.json").write_text(json.dumps(record, indent=2))

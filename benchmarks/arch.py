@@ -4,9 +4,13 @@ Candidates run interleaved, round after round, in one process; the tables print 
 ratios, not absolute times: these machines are noisy). The default is the headline CPU shape; ``--sweep`` sweeps
 E x T x K_s x K_a at a smaller shape so the whole grid runs in minutes on 2 cores; ``--gpu`` runs the GPU goal's
 shape (B = 32768, E = 32, K = K_s + K_a = 4, several task counts and splits of K) on CUDA with bf16 autocast.
+A second table gives every candidate's parameters and inference FLOPs per instance (``arch_cost``).
+``--baselines`` instead times every arch of the paper's comparison (SMES, MMoE, OMoE, PLE, SharedBottom, HoME,
+MoME, RankMixer, sparse RankMixer) at one setting, each with its parameter and FLOP count.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py --sweep
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/arch.py --baselines
     .venv/bin/python benchmarks/arch.py --gpu
 """
 
@@ -17,13 +21,15 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spin-waiting stalls 2 cores
 
 import argparse
+import dataclasses
 import itertools
 
 import torch
 from _timing import arch_step, expert_flops_per_row, interleaved_medians
 from tqdm import tqdm
 
-from smes_rec import MMoEArch, SMESArch
+from smes_rec import MMoEArch, SMESArch, arch_cost
+from smes_rec.models.factory import ModelConfig, build_arch
 from smes_rec.modules.dispatch import dispatch_rows, plan_dispatch
 from smes_rec.modules.experts import _grouped_matmul
 from smes_rec.modules.routing import progressive_route
@@ -71,17 +77,59 @@ def compare(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: in
     naive = SMESArch(D, T, E, 0, k_s + k_a, layers).to(device)
     with torch.no_grad():
         naive_u = naive(h).routing.num_unique_B.float().mean().item()
-    steps = {
-        "smes": arch_step(smes, h, autocast),
-        "mmoe": arch_step(MMoEArch(D, T, E, layers).to(device), h, autocast),
-        "equal": arch_step(MMoEArch(D, T, e_equal, layers).to(device), h, autocast),
-        "naive": arch_step(naive, h, autocast),
-    }
+    archs = {"smes": smes, "mmoe": MMoEArch(D, T, E, layers).to(device),
+             "equal": MMoEArch(D, T, e_equal, layers).to(device), "naive": naive}
+    steps = {name: arch_step(arch, h, autocast) for name, arch in archs.items()}
     med = interleaved_medians(steps, rounds, desc=f"E={E} T={T} Ks={k_s} Ka={k_a}", device=device)
     gflops = B * mean_u * expert_flops_per_row(D, layers) / med["smes"] / 1e9
+    costs = {name: arch_cost(arch, D, batch_size=min(B, 1024)) for name, arch in archs.items()}
     return {"E": E, "T": T, "k_s": k_s, "k_a": k_a, "mean_u": mean_u, "max_u": max_u, "naive_u": naive_u,
             "e_equal": e_equal, **{f"t_{k}": v for k, v in med.items()}, "frac_ref": gflops / ref,
-            "gemm_gflops": grouped_gemm_gflops(smes, h, gemm_dtype, rounds)}
+            "gemm_gflops": grouped_gemm_gflops(smes, h, gemm_dtype, rounds), "costs": costs}
+
+
+BASELINES = {
+    "smes": {}, "mmoe": {}, "omoe": {}, "ple": {}, "shared_bottom": {}, "home": {}, "mome": {}, "rankmixer": {},
+    "rankmixer_sparse": {"arch": "rankmixer", "rankmixer_sparse": True},
+}
+
+
+def _rankmixer_dim_for(base: ModelConfig, D: int, T: int, target: torch.nn.Module) -> int:
+    """The dense RankMixer token width (a multiple of N) whose parameter count is closest to ``target``'s."""
+    budget = sum(p.numel() for p in target.parameters())
+    N, best = base.rankmixer_tokens, (None, 0)
+    for dim in range(N, 1 << 14, N):
+        arch = build_arch(dataclasses.replace(base, arch="rankmixer", rankmixer_dim=dim), D, T)
+        gap = abs(sum(p.numel() for p in arch.parameters()) - budget)
+        if best[0] is not None and gap > best[0]:
+            break
+        best = (gap, dim)
+    return best[1]
+
+
+def compare_baselines(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: int, rounds: int,
+                      device: torch.device) -> None:
+    """Times every arch of the paper's comparison at one setting and prints its cost next to its step time."""
+    torch.manual_seed(0)
+    h = torch.randn(B, D, device=device)
+    base = ModelConfig(num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=tuple(layers), rankmixer_tokens=4)
+    base = dataclasses.replace(base, rankmixer_dim=_rankmixer_dim_for(base, D, T, MMoEArch(D, T, E, layers)))
+    categories = [t % 2 for t in range(T)]  # two HoME categories, alternating
+    archs = {name: build_arch(dataclasses.replace(base, **{"arch": name, **kw}), D, T, categories).to(device)
+             for name, kw in BASELINES.items()}
+    costs = {name: arch_cost(arch, D, batch_size=min(B, 1024)) for name, arch in archs.items()}
+    med = interleaved_medians({name: arch_step(arch, h) for name, arch in archs.items()}, rounds,
+                              desc="baselines", device=device)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, threads={torch.get_num_threads()}"
+    print(f"\nB={B} D={D} T={T} expert layers {layers}, E={E} (SMES K_s={k_s} K_a={k_a}), RankMixer N=4 "
+          f"D={base.rankmixer_dim} (the width whose dense parameters come closest to MMoE's; the sparse variant has "
+          f"J={base.rankmixer_experts} experts per token); fp32, {where}, median of {rounds} interleaved rounds; "
+          "FLOPs: inference forward matrix products per instance (arch_cost)\n")
+    print("| arch | params | active params | MFLOPs/instance | s/step (fwd+bwd) | step / SMES step |")
+    print("|---|---|---|---|---|---|")
+    for name, c in costs.items():
+        print(f"| {name} | {c.total_params:,} | {c.active_params:,.0f} | {c.flops_per_instance / 1e6:.4f} "
+              f"| {med[name]:.4f} | {med[name] / med['smes']:.3f} |")
 
 
 def main() -> None:
@@ -89,6 +137,9 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--sweep", action="store_true", help="sweep E, T, K_s, K_a at the smaller shape")
     mode.add_argument("--gpu", action="store_true", help="the GPU goal's shape on CUDA, bf16 experts")
+    mode.add_argument("--baselines", action="store_true",
+                      help="every arch of the paper's comparison at one setting (the first --grid, or E=16 T=4 "
+                           "K_s=2 K_a=1), with parameters and FLOPs")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--in-features", type=int, default=None)
     parser.add_argument("--expert-layers", type=int, nargs="+", default=None)
@@ -104,11 +155,18 @@ def main() -> None:
         # K = 4 experts per task; |U| <= K_s + T*K_a, so the task count and the split of K set the FLOP floor.
         B, D, layers, rounds = 32768, 1024, [512, 256], 10
         grid = [(32, 8, 4, 0), (32, 8, 3, 1), (32, 8, 2, 2), (32, 4, 3, 1), (32, 2, 2, 2)]
+    elif args.baselines:
+        B, D, layers, rounds = 1024, 256, [128, 64], 3
+        grid = [(16, 4, 2, 1)]
     else:
         B, D, layers, rounds = 4096, 1024, [512, 256], 5
         grid = [(64, 8, 2, 1)]
     B, D = args.batch_size or B, args.in_features or D
     layers, rounds, grid = args.expert_layers or layers, args.rounds or rounds, args.grid or grid
+    if args.baselines:
+        E, T, k_s, k_a = grid[0]
+        compare_baselines(B, D, layers, T, E, k_s, k_a, rounds, device)
+        return
     precision = "bf16 experts (autocast), fp32 router" if device.type == "cuda" else "fp32"
     ref = reference_gflops(B, D, layers[0], device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     rows = [compare(B, D, layers, T, E, k_s, k_a, rounds, ref, device)
@@ -126,6 +184,17 @@ def main() -> None:
               f"| {r['mean_u'] / r['E']:.3f} | {r['naive_u']:.2f} | {r['t_smes']:.4f} "
               f"| {r['t_smes'] / r['t_mmoe']:.3f} | {r['t_smes'] / r['t_equal']:.3f} (E'={r['e_equal']}) "
               f"| {r['t_smes'] / r['t_naive']:.3f} | {r['frac_ref']:.2f} | {r['gemm_gflops']:.1f} |")
+    print("\nParameters (active: those one instance uses) and inference FLOPs per instance (arch_cost)\n")
+    print("| E | T | K_s | K_a | SMES params (active) | naive top-K params (active) | SMES MFLOPs | MMoE(E) MFLOPs "
+          "| MMoE(E') MFLOPs | naive top-K MFLOPs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        c = r["costs"]
+        print(f"| {r['E']} | {r['T']} | {r['k_s']} | {r['k_a']} "
+              f"| {c['smes'].total_params:,} ({c['smes'].active_params:,.0f}) "
+              f"| {c['naive'].total_params:,} ({c['naive'].active_params:,.0f}) "
+              + " ".join(f"| {c[k].flops_per_instance / 1e6:.4f}" for k in ("smes", "mmoe", "equal", "naive"))
+              + " |")
 
 
 if __name__ == "__main__":

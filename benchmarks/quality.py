@@ -1,7 +1,12 @@
 """Real-data quality comparison: SMES against MMoE, PLE, SharedBottom and naive top-K on the KuaiRand subset.
 
-The first, small comparison; ``benchmarks/study.py`` runs the full protocol (all baselines, both data sets, LR
-grid, ablations, scaling, sensitivity) and shares this script's run machinery (``benchmarks/_runs.py``).
+``--paper`` runs the SMES paper's comparison instead: SMES, MMoE, PLE, MoME, HoME, RankMixer and sparse RankMixer
+(MoME's stage 1 is the first fifth of the steps; MoME's and sparse RankMixer's auxiliary losses carry their own
+lambda, so those runs set ``model.aux_loss_weight=1``). Every arch's parameters and inference FLOPs per instance
+(``arch_cost``) are reported next to its quality.
+
+The first, small comparison; ``benchmarks/study.py`` runs issue 14's full protocol (budget-matched baselines, both
+data sets, LR grid, ablations, scaling, sensitivity); both share the run machinery in ``benchmarks/_runs.py``.
 
 Every model trains from ``configs/kuairand_subset.yaml`` with only ``model.arch``, ``seed`` and ``output_dir``
 changed: the same embeddings, bottom MLP, expert and tower widths, steps, batch size and optimizers; SMES and
@@ -25,6 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import argparse
 import datetime
 import json
+import math
 import platform
 import sys
 import time
@@ -39,19 +45,23 @@ from smes_rec.utils.logging import quiet_third_party
 quiet_third_party()
 
 import torch
-from _runs import load_finished, mean_std, pm, train_and_evaluate
+from _runs import arch_overrides, load_finished, mean_std, pm, train_and_evaluate
 
 from smes_rec.train.app import TrainConfig
 from smes_rec.utils.config import apply_overrides, load_yaml
 
 ARCHS = ("smes", "naive_topk", "mmoe", "ple", "shared_bottom")
-LABELS = {"smes": "SMES", "naive_topk": "naive top-K", "mmoe": "MMoE", "ple": "PLE", "shared_bottom": "SharedBottom"}
+PAPER = ("smes", "mmoe", "ple", "mome", "home", "rankmixer", "rankmixer_sparse")
+ALL_ARCHS = (*ARCHS, "omoe", "home", "mome", "rankmixer", "rankmixer_sparse")
+LABELS = {"smes": "SMES", "naive_topk": "naive top-K", "mmoe": "MMoE", "ple": "PLE", "shared_bottom": "SharedBottom",
+          "omoe": "OMoE", "home": "HoME", "mome": "MoME", "rankmixer": "RankMixer",
+          "rankmixer_sparse": "RankMixer (sparse MoE)"}
 
 
-def _train_or_reuse(cfg: TrainConfig, split: str, reuse: bool) -> dict[str, Any]:
-    """A run's record with ``metrics`` the ``split`` evaluation (a finished run in its folder is reused)."""
+def _train_or_reuse(cfg: TrainConfig, split: str, name: str, reuse: bool) -> dict[str, Any]:
+    """A run's record (as ``name``) with ``metrics`` the ``split`` evaluation; a finished run is reused."""
     record = load_finished(Path(cfg.output_dir), [split]) if reuse else None
-    record = record or train_and_evaluate(cfg, [split])
+    record = record or train_and_evaluate(cfg, [split], extra={"arch": name})
     return {**record, "metrics": record["metrics"][split]}
 
 
@@ -78,6 +88,8 @@ def summarise(records: Sequence[dict[str, Any]], archs: Sequence[str]) -> dict[s
         entry["examples_per_s_values"] = [r["examples_per_s"] for r in rs]
         entry["train_seconds"] = mean_std([r["train_seconds"] for r in rs])
         entry["dense_params"] = rs[0]["dense_params"]
+        entry["arch_flops"] = rs[0].get("arch_flops", math.nan)  # records of older runs lack the arch's cost
+        entry["arch_active_params"] = rs[0].get("arch_active_params", math.nan)
         out["archs"][arch] = entry
     first = records[0]["metrics"]["tasks"]
     out["num_groups"] = {t: first[t]["num_groups"] for t in tasks}
@@ -106,8 +118,8 @@ def results_markdown(summary: dict[str, Any], archs: Sequence[str], header: str)
         "**Routing and speed**, mean ± std over seeds",
         "",
         "| model | experts in pool | experts run per instance (mean, max) | bound | expert load CV | dense params "
-        "| train examples/s |",
-        "|---|---|---|---|---|---|---|",
+        "| arch active params | arch MFLOPs/instance | train examples/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arch in archs:
         e = summary["archs"][arch]
@@ -115,8 +127,8 @@ def results_markdown(summary: dict[str, Any], archs: Sequence[str], header: str)
         bound = e["bound"]["max_unique"] if e["bound"]["sparse"] else f"{e['bound']['max_unique']} (dense)"
         lines.append(
             f"| {LABELS.get(arch, arch)} | {e['num_experts']} | {unique:.2f}, {e['max_unique']} | {bound} | "
-            f"{e['load_cv'][0]:.3f} | {e['dense_params']:,} | "
-            f"{pm(e['examples_per_s_values'], 0)} |"
+            f"{e['load_cv'][0]:.3f} | {e['dense_params']:,} | {e['arch_active_params']:,.0f} | "
+            f"{e['arch_flops'] / 1e6:.4f} | {pm(e['examples_per_s_values'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -159,7 +171,9 @@ def quality_chart(path: Path, summary: dict[str, Any], archs: Sequence[str]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/kuairand_subset.yaml", help="the shared training config")
-    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS, help="models to compare")
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ALL_ARCHS, help="models to compare")
+    parser.add_argument("--paper", action="store_true",
+                        help=f"the SMES paper's comparison: {' '.join(PAPER)} (replaces --archs)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (model init and data order)")
     parser.add_argument("--split", choices=["valid", "test"], default="test", help="split to report")
     parser.add_argument("--out", default="runs/quality", help="output folder")
@@ -167,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the shared config for every run, e.g. schedule.max_steps=200")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs already in OUT")
     args = parser.parse_args(argv)
+    if args.paper:
+        args.archs = list(PAPER)
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.reuse:
@@ -191,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(jobs, desc="quality", unit="run", dynamic_ncols=True)
     for arch, seed in bar:
         bar.set_postfix(run=f"{arch}/seed {seed}")
-        cfg = apply_overrides(base, [f"model.arch={arch}", f"seed={seed}", f"data.seed={seed}",
-                                     f"output_dir={out / f'{arch}_s{seed}'}"])
-        record = _train_or_reuse(cfg, args.split, args.reuse)
+        cfg = apply_overrides(base, [*arch_overrides(arch, base.schedule.max_steps), f"seed={seed}",
+                                     f"data.seed={seed}", f"output_dir={out / f'{arch}_s{seed}'}"])
+        record = _train_or_reuse(cfg, args.split, arch, args.reuse)
         m = record["metrics"]["mean"]
         tqdm.write(f"{arch:>13} seed {seed}: mean GAUC {m['gauc']:.4f}, mean AUC {m['auc']:.4f}, "
                    f"experts/instance {record['metrics']['routing']['mean_unique_experts']:.2f}, "

@@ -62,7 +62,7 @@ quiet_third_party()
 
 import numpy as np
 import torch
-from _runs import load_finished, train_and_evaluate
+from _runs import arch_overrides, load_finished, train_and_evaluate
 from _study_report import build_report
 
 from smes_rec.data.config import DataConfig
@@ -209,26 +209,27 @@ def comparison_models(preset: Preset, sizer: Sizer, steps: int) -> dict[str, lis
     h = list(sizer.base.model.expert_layers)[-1]
     smes = ["model.arch=smes", f"model.k_shared={preset.k_shared}", f"model.k_adaptive={preset.k_adaptive}"]
     e0 = f"model.num_experts={preset.experts}"
-    models = {"smes_s": [*smes, e0], "naive_topk": ["model.arch=naive_topk", e0, f"model.k_shared={preset.k_shared}",
+    models = {"smes_s": [*smes, e0], "naive_topk": [*arch_overrides("naive_topk", steps), e0,
+                                                    f"model.k_shared={preset.k_shared}",
                                                     f"model.k_adaptive={preset.k_adaptive}"],
-              "mmoe": ["model.arch=mmoe", e0]}
+              "mmoe": [*arch_overrides("mmoe", steps), e0]}
     budget = sizer.cost(models["mmoe"])["dense_params"]
     widths = list(range(4, 4097, 4))
     for arch in ("ple", "shared_bottom", "home", "mome"):
         if arch not in preset.models:
             continue
-        extra = [f"model.mome_warmup_steps={steps // 2}", e0] if arch == "mome" else []
+        extra = [e0] if arch == "mome" else []
 
         def make(w: int, arch: str = arch, extra: list[str] = extra) -> list[str]:
-            return [f"model.arch={arch}", f"model.expert_layers=[{w},{h}]", *extra]
+            return [*arch_overrides(arch, steps), f"model.expert_layers=[{w},{h}]", *extra]
 
         models[arch] = make(sizer.fit(make, widths, "dense_params", budget))
-    for name, sparse in (("rankmixer", False), ("rankmixer_sparse", True)):
+    for name in ("rankmixer", "rankmixer_sparse"):
         if name not in preset.models:
             continue
 
-        def make_rm(d: int, sparse: bool = sparse) -> list[str]:
-            return ["model.arch=rankmixer", f"model.rankmixer_sparse={str(sparse).lower()}", f"model.rankmixer_dim={d}"]
+        def make_rm(d: int, name: str = name) -> list[str]:
+            return [*arch_overrides(name, steps), f"model.rankmixer_dim={d}"]
 
         models[name] = make_rm(sizer.fit(make_rm, list(range(8, 1025, 8)), "dense_params", budget))
     if "smes_l" in preset.models:

@@ -132,6 +132,42 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.aux_loss_weight < 0:
             raise ValueError(f"aux_loss_weight must be >= 0, got {self.aux_loss_weight}")
+        # The chosen arch's settings are checked here, so a bad value fails while the config loads.
+        specs = {"home": (self.home_experts,), "mome": (self.mome_masks,),
+                 "rankmixer": (self.rankmixer_shape, self.rankmixer_moe)}
+        for make in specs.get(self.arch, ()):
+            try:
+                make()
+            except ValueError as e:
+                raise ValueError(f"{self.arch}_* settings: {e}") from None
+        if self.arch == "home" and self.home_task_categories and min(self.home_task_categories) < 0:
+            raise ValueError(f"home_task_categories must be >= 0, got {list(self.home_task_categories)}")
+
+    def home_experts(self) -> HoMEExperts:
+        """HoME's expert counts from the ``home_*`` fields."""
+        return HoMEExperts(meta_shared=self.home_meta_shared, meta_per_category=self.home_meta_per_category,
+                           task_shared=self.home_task_shared, task_per_category=self.home_task_per_category,
+                           task_specific=self.home_task_specific, lora_rank=self.home_lora_rank,
+                           shared_meta_sees_all=self.home_shared_meta_sees_all)
+
+    def mome_masks(self) -> MoMEMasks:
+        """MoME's mask settings from the ``mome_*`` fields."""
+        return MoMEMasks(warmup_steps=self.mome_warmup_steps, sigma=self.mome_sigma,
+                         lambda_neuron=self.mome_lambda_neuron, lambda_expert=self.mome_lambda_expert,
+                         binary_eval=self.mome_binary_eval)
+
+    def rankmixer_shape(self) -> RankMixerShape:
+        """RankMixer's N, D, k, L from the ``rankmixer_*`` fields."""
+        return RankMixerShape(num_tokens=self.rankmixer_tokens, model_dim=self.rankmixer_dim,
+                              ffn_ratio=self.rankmixer_ffn_ratio, num_layers=self.rankmixer_layers)
+
+    def rankmixer_moe(self) -> SparseMoE | None:
+        """The sparse variant's settings, or None for the dense RankMixer."""
+        if not self.rankmixer_sparse:
+            return None
+        return SparseMoE(num_experts=self.rankmixer_experts, expert_ratio=self.rankmixer_expert_ratio,
+                         target_sparsity=self.rankmixer_target_sparsity, lambda_init=self.rankmixer_lambda,
+                         lambda_rate=self.rankmixer_lambda_rate, infer_weight=self.rankmixer_infer_weight)
 
 
 def default_task_categories(task_names: Sequence[str]) -> tuple[int, ...]:
@@ -203,20 +239,11 @@ def build_arch(cfg: ModelConfig, in_features: int, num_tasks: int,
         if len(categories) != num_tasks:
             raise ValueError(
                 f"model.home_task_categories has {len(categories)} entries but there are {num_tasks} tasks")
-        experts = HoMEExperts(cfg.home_meta_shared, cfg.home_meta_per_category, cfg.home_task_shared,
-                              cfg.home_task_per_category, cfg.home_task_specific, cfg.home_lora_rank,
-                              cfg.home_shared_meta_sees_all)
-        return HoMEArch(in_features, categories, layers, experts)
+        return HoMEArch(in_features, categories, layers, cfg.home_experts())
     if cfg.arch == "mome":
-        masks = MoMEMasks(cfg.mome_warmup_steps, cfg.mome_sigma, 0.5, cfg.mome_lambda_neuron, cfg.mome_lambda_expert,
-                          cfg.mome_binary_eval)
-        return MoMEArch(in_features, num_tasks, cfg.num_experts, layers, masks)
+        return MoMEArch(in_features, num_tasks, cfg.num_experts, layers, cfg.mome_masks())
     if cfg.arch == "rankmixer":
-        shape = RankMixerShape(cfg.rankmixer_tokens, cfg.rankmixer_dim, cfg.rankmixer_ffn_ratio, cfg.rankmixer_layers)
-        moe = SparseMoE(cfg.rankmixer_experts, cfg.rankmixer_expert_ratio, cfg.rankmixer_target_sparsity,
-                        cfg.rankmixer_lambda, cfg.rankmixer_lambda_rate,
-                        cfg.rankmixer_infer_weight) if cfg.rankmixer_sparse else None
-        return RankMixerArch(in_features, num_tasks, shape, moe, column_order)
+        return RankMixerArch(in_features, num_tasks, cfg.rankmixer_shape(), cfg.rankmixer_moe(), column_order)
     if cfg.arch == "smes":
         return SMESArch(in_features, num_tasks, cfg.num_experts, cfg.k_shared, cfg.k_adaptive, layers,
                         task_weights=cfg.task_weights)

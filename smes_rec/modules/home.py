@@ -161,7 +161,8 @@ class HoMEArch(nn.Module):
         self.meta_experts = NormSwishExperts(S + C * P, in_features, expert_layers, x.lora_rank)
         self.category_gates = TaskGates(in_features, C, S + P)
         shared_meta = list(range(S + C * P)) if x.shared_meta_sees_all else list(range(S))
-        self.shared_gate = TaskGates(in_features, 1, len(shared_meta)) if shared_meta else None
+        # A gate over one expert would be the constant 1 (and never learn): that expert is m_sh itself.
+        self.shared_gate = TaskGates(in_features, 1, len(shared_meta)) if len(shared_meta) > 1 else None
         self.register_buffer("category_ids_CK", _ids([[*range(S), *(S + c * P + j for j in range(P))]
                                                       for c in range(C)]), persistent=False)
         self.register_buffer("shared_meta_ids_K", torch.tensor(shared_meta, dtype=torch.int64), persistent=False)
@@ -205,6 +206,8 @@ class HoMEArch(nn.Module):
             sh_probs_BK = torch.softmax(self.shared_gate(h_BD)[:, 0], dim=-1)
             m_sh_BH = torch.einsum("bk,kbh->bh", sh_probs_BK.to(meta_GBH.dtype),
                                    meta_GBH.index_select(0, self.shared_meta_ids_K))
+        elif len(self.shared_meta_ids_K) == 1:
+            m_sh_BH = meta_GBH[0]
         else:
             m_sh_BH = torch.zeros_like(m_CBH[0])  # no shared meta expert: u_c's shared half is empty
         u_CBX = torch.cat([m_sh_BH.unsqueeze(0).expand_as(m_CBH), m_CBH], dim=-1)

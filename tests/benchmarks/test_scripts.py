@@ -26,16 +26,53 @@ def _table_rows(out: str) -> list[list[str]]:
             if line.startswith("| ") and not line.startswith("|---")]
 
 
+def _tables(out: str) -> list[list[list[str]]]:
+    """Every Markdown table of the output: runs of consecutive table lines, header first."""
+    tables: list[list[list[str]]] = []
+    previous = False
+    for line in out.splitlines():
+        is_row = line.startswith("| ")
+        if is_row and not previous:
+            tables.append([])
+        if is_row:
+            tables[-1].append([c.strip() for c in line.strip("|").split("|")])
+        previous = is_row or line.startswith("|---")
+    return tables
+
+
 def test_arch_prints_every_setting_with_ratios_and_the_bound() -> None:
     out = _run("arch.py", "--batch-size", "64", "--in-features", "32", "--expert-layers", "16", "8", "--rounds", "1",
                "--grid", "8", "2", "1", "1", "--grid", "4", "3", "0", "2")
-    header, *rows = _table_rows(out)
+    timing, cost = _tables(out)
+    header, *rows = timing
     assert header[0] == "E" and len(rows) == 2
     for row, (E, T, k_s, k_a) in zip(rows, [(8, 2, 1, 1), (4, 3, 0, 2)], strict=True):
         assert row[:4] == [str(E), str(T), str(k_s), str(k_a)]
         mean_u, max_u, bound = re.fullmatch(rf"({NUMBER}) / (\d+) \((\d+)\)", row[4]).groups()
         assert int(bound) == min(E, k_s + T * k_a) and float(mean_u) <= int(max_u) <= int(bound)
         assert all(re.match(NUMBER, cell) for cell in row[5:])
+    header, *rows = cost
+    assert header[4] == "SMES params (active)" and len(rows) == 2
+    for row in rows:
+        total, active = re.fullmatch(r"([0-9,]+) \(([0-9,]+)\)", row[4]).groups()
+        assert int(active.replace(",", "")) < int(total.replace(",", ""))  # SMES runs a subset of its experts
+        smes, mmoe = float(row[6]), float(row[7])
+        assert 0 < smes < mmoe  # fewer experts run than MMoE(E)'s E
+
+
+def test_arch_baselines_prints_every_arch_with_its_cost() -> None:
+    out = _run("arch.py", "--baselines", "--batch-size", "32", "--in-features", "16", "--expert-layers", "8", "4",
+               "--rounds", "1", "--grid", "4", "3", "1", "1")
+    (table,) = _tables(out)
+    header, *rows = table
+    assert header[:4] == ["arch", "params", "active params", "MFLOPs/instance"]
+    names = [r[0] for r in rows]
+    assert names == ["smes", "mmoe", "omoe", "ple", "shared_bottom", "home", "mome", "rankmixer", "rankmixer_sparse"]
+    by_name = {r[0]: r for r in rows}
+    for name, row in by_name.items():
+        total, active = int(row[1].replace(",", "")), float(row[2].replace(",", ""))
+        assert 0 < active <= total and float(row[3]) > 0, name
+    assert float(by_name["rankmixer_sparse"][2].replace(",", "")) < int(by_name["rankmixer_sparse"][1].replace(",", ""))
 
 
 def test_profile_arch_splits_the_step_into_stages() -> None:

@@ -56,9 +56,12 @@ def test_bad_ids_are_refused() -> None:
 @pytest.mark.parametrize(
     ("arch", "num_experts", "expected", "sparse"),
     [("smes", 16, 2 + 7 * 1, True), ("naive_topk", 16, 16, True), ("naive_topk", 32, 21, True),
-     ("mmoe", 16, 16, False), ("ple", 9, 9, False), ("shared_bottom", 1, 1, False)],
+     ("mmoe", 16, 16, False), ("ple", 9, 9, False), ("shared_bottom", 1, 1, False), ("home", 12, 12, False),
+     ("mome", 16, 16, False), ("rankmixer", 1, 1, False), ("rankmixer_sparse", 64, 64, True)],
 )
 def test_activation_bound(arch: str, num_experts: int, expected: int, sparse: bool) -> None:
-    bound = activation_bound(ModelConfig(arch=arch, k_shared=2, k_adaptive=1), 7, num_experts)
+    model = ModelConfig(arch=arch.removesuffix("_sparse"), k_shared=2, k_adaptive=1,
+                        rankmixer_sparse=arch.endswith("_sparse"))
+    bound = activation_bound(model, 7, num_experts)
     assert bound.max_unique == expected and bound.sparse is sparse
     assert ("dense" in bound.note) is (not sparse)
