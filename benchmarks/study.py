@@ -468,8 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "experts": preset.experts, "large_factor": preset.large_factor, "k_shared": preset.k_shared,
         "k_adaptive": preset.k_adaptive, "bootstrap": preset.bootstrap, "chosen_lr": chosen, "lr_grid": grid,
         "models": models, "serving": args.serving,
-        "partial": (set(sections) != set(SECTIONS) or set(preset.datasets) != set(DATASETS)
-                    or len(preset.seeds) < 3 or args.quick),
+        "partial": set(sections) != set(SECTIONS) or preset != FULL or bool(args.set),
         "base": {d: {"batch_size": b.data.batch_size, "bottom": list(b.model.bottom_layers),
                      "experts": list(b.model.expert_layers), "towers": list(b.model.tower_layers),
                      "optim": to_mapping(b.optim), "aux_loss_weight": b.model.aux_loss_weight,
