@@ -187,7 +187,9 @@ def build_report(results: Mapping[str, Any], costs: Mapping[tuple[str, tuple[str
         f"{meta['large_factor']} x E0 experts with the hidden width whose FLOPs per instance come closest to SMES-S's "
         "(`smes_rec.modules.cost.arch_cost`; the configurations are in results.json).",
         f"- Learning rate: the dense Adam LR from {meta['lrs']}, chosen per model and data set on the valid split "
-        f"(mean GAUC over tasks) with seed {meta['seeds'][0]}; the other seeds use the chosen LR.",
+        f"(mean GAUC over tasks) with seed {meta['seeds'][0]}; the other seeds use the chosen LR."
+        + "".join(f" On the {DATASET_NAMES[d]} the choice reads the first {n} valid batches (the same rows for every "
+                  "run)." for d, n in meta["valid_batches"].items() if n is not None and d in meta["base"]),
         f"- Seeds {meta['seeds']} set the initialisation and the training data order; ± is the sample std over seeds.",
         "- GAUC is the per-user AUC averaged with users weighted by their test impressions (users with one class "
         "skipped); |U| is the number of distinct experts an instance runs; load CV the coefficient of variation of the "

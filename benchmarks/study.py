@@ -27,12 +27,16 @@ eval_<split>/metrics.json, record.json and (test split of comparison runs) user_
 so an interrupted invocation continues where it stopped (a half-trained run is restarted). OUT/results.md,
 OUT/results.json and OUT/scaling.png are the report; ``--docs`` copies them to docs/results.md, docs/study_*.png.
 
-Cost (measured 2026-11-30 on the 2-core CPU VM while other jobs shared it, see the report's header for the
-measured total): a KuaiRand-subset run (420 steps of 512) takes about 25-35 s with its evaluations; a synthetic run
-(1,200 steps of 512 on 2M rows, valid + test evaluation of 200k rows each) about 45-60 s for E = 16, more for the
-large-E scaling runs (MMoE at E = 128 runs every expert: about 3 min). The full preset is 40 KuaiRand runs, 40
-synthetic comparison runs, 6 ablation runs, 6 scaling runs (E = 16 is reused from the comparison) and 6
-sensitivity runs: about 40 x 30 s + 52 x 55 s + 10 min for the large-E runs, i.e. about 80-95 minutes.
+Cost, measured 2026-11-30 on the 2-core CPU VM while about five other engineers' jobs shared it (load average 8-12):
+a KuaiRand-subset run (420 steps of 512 plus a valid evaluation) took about 60 s (the 20-run LR grid with 10 test
+evaluations: 19.5 min); on the synthetic set (1,200 steps of 512) SMES-S trained in 188 s, MMoE in 61 s, and one
+evaluation of the 200k-row valid or test split took about 25 s. benchmarks/quality.py's 15 KuaiRand runs took 25 s
+each on a quieter machine, so these loaded figures are about 2x an idle machine's. Hence the full preset: synthetic
+runs train 800 steps and choose the LR on the first 200 valid batches (102k rows); extrapolated to an idle 2-core
+machine: KuaiRand 40 runs x ~28 s (19 min) + synthetic comparison 20 grid runs x ~50 s (17 min) and 20 seed runs x
+~65 s (22 min) + 10 test evaluations (3 min) + 6 new ablation runs (7 min) + scaling: 3 SMES runs (4 min) and MMoE at
+E = 32, 64, 128 (about 2x, 4x, 8x MMoE-16's cost: 9 min) + 7 new sensitivity runs (8 min): about 90 minutes (expect
+about twice that on a machine as busy as it was when this was measured).
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class Preset:
         seeds: Seeds of the comparison and ablations (the first one also runs the LR grid, scaling, sensitivity).
         lrs: The dense-optimizer LR grid.
         steps: Training steps per data set.
+        valid_batches: Valid batches the LR choice evaluates per data set (None: the whole split; its first
+            batches otherwise, the same rows for every run).
         experts: E0, the experts of SMES-S, naive top-K, MMoE (and the budget); SMES-L has ``large_factor`` x E0.
         large_factor: SMES-L's experts per SMES-S expert.
         k_shared: K_s of every SMES model.
@@ -112,7 +118,8 @@ class Preset:
     models: tuple[str, ...] = COMPARISON
     seeds: tuple[int, ...] = (0, 1, 2)
     lrs: tuple[float, ...] = (1e-3, 3e-3)
-    steps: dict[str, int] = field(default_factory=lambda: {"kuairand": 420, "synthetic": 1200})
+    steps: dict[str, int] = field(default_factory=lambda: {"kuairand": 420, "synthetic": 800})
+    valid_batches: dict[str, int | None] = field(default_factory=lambda: {"kuairand": None, "synthetic": 200})
     experts: int = 16
     large_factor: int = 4
     k_shared: int = 2
@@ -129,8 +136,8 @@ class Preset:
 FULL = Preset()
 QUICK = Preset(
     datasets=("synthetic",), models=("smes_s", "smes_l", "mmoe"), seeds=(0,), lrs=(1e-3, 3e-3),
-    steps={"kuairand": 20, "synthetic": 24}, experts=4, large_factor=2, scaling_experts=(4, 8), widths=(16, 32),
-    sensitivity_experts=(4, 8),
+    steps={"kuairand": 20, "synthetic": 24}, valid_batches={"kuairand": None, "synthetic": 3}, experts=4,
+    large_factor=2, scaling_experts=(4, 8), widths=(16, 32), sensitivity_experts=(4, 8),
     model=("model.bottom_layers=[32]", "model.expert_layers=[16,8]", "model.tower_layers=[8]"),
     kuairand=("data.batch_size=256",),
     synthetic=("data.synthetic.num_rows=12000", "data.synthetic.num_users=300", "data.synthetic.num_items=800",
@@ -280,20 +287,22 @@ def user_auc(run_dir: Path, split: str) -> None:
     path.unlink()  # large; the per-user AUCs are all the bootstrap needs
 
 
-def ensure_run(spec: RunSpec, base: TrainConfig, out: Path, splits: Sequence[str], keep_users: bool
-               ) -> dict[str, Any]:
+def ensure_run(spec: RunSpec, base: TrainConfig, out: Path, splits: Sequence[str], keep_users: bool,
+               valid_batches: int | None) -> dict[str, Any]:
     """The run's record with metrics on ``splits``: reused when finished, else trained and/or evaluated."""
     cfg = spec.config(base, out)
     run_dir = Path(cfg.output_dir)
     if not (run_dir / "record.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)  # a half-trained run starts over
-        train_and_evaluate(cfg, splits[:1], extra={"key": spec.key(base), "dataset": spec.dataset, "name": spec.arch,
-                                                   "overrides": list(spec.overrides), "lr": spec.lr})
+        train_and_evaluate(cfg, [], extra={"key": spec.key(base), "dataset": spec.dataset, "name": spec.arch,
+                                           "overrides": list(spec.overrides), "lr": spec.lr,
+                                           "valid_batches": valid_batches})
     for split in splits:
         if not (run_dir / f"eval_{split}" / "metrics.json").is_file():
             checkpoint = CheckpointManager(run_dir / "checkpoints").latest()
             evaluate_checkpoint(EvalConfig(checkpoint=str(checkpoint), split=split, out=str(run_dir / f"eval_{split}"),
-                                           progress=False, predictions=keep_users and split == "test"))
+                                           progress=False, predictions=keep_users and split == "test",
+                                           max_batches=valid_batches if split == "valid" else None))
     if keep_users and not (run_dir / "user_auc.npz").is_file():
         if not (run_dir / "eval_test" / "predictions.parquet").is_file():
             shutil.rmtree(run_dir / "eval_test")
@@ -387,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         cached = done.get(key)
         users = (out / "runs" / key / "user_auc.npz").is_file()
         if cached is None or not set(splits) <= set(cached["metrics"]) or (keep_users and not users):
-            record = ensure_run(spec, bases[spec.dataset], out, splits, keep_users)
+            record = ensure_run(spec, bases[spec.dataset], out, splits, keep_users,
+                                preset.valid_batches.get(spec.dataset))
             if cached is None:
                 m = record["metrics"][splits[-1]]["mean"]
                 tqdm.write(f"{key}: lr {spec.lr:g}, mean {splits[-1]} GAUC {m['gauc']:.4f}, AUC {m['auc']:.4f}, "
@@ -465,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, {gpu}, torch {torch.__version__}",
         "minutes": minutes, "command": command, "preset": "quick" if args.quick else "full",
         "sections": sections, "seeds": list(preset.seeds), "lrs": list(preset.lrs), "steps": preset.steps,
+        "valid_batches": preset.valid_batches,
         "experts": preset.experts, "large_factor": preset.large_factor, "k_shared": preset.k_shared,
         "k_adaptive": preset.k_adaptive, "bootstrap": preset.bootstrap, "chosen_lr": chosen, "lr_grid": grid,
         "models": models, "serving": args.serving,

@@ -66,6 +66,9 @@ def test_tables_are_the_runs_metrics(quick: Path) -> None:
     # The LR was chosen on valid: the chosen run has the best valid mean GAUC of its grid.
     for name, scores in data["meta"]["lr_grid"]["synthetic"].items():
         assert max(scores.values()) == scores[str(chosen[name])]  # JSON keys: the LRs as text
+    for entry in data["runs"]:  # the LR choice read the preset's first 3 valid batches of 256 rows
+        valid = _metrics(quick, entry["key"], "valid")
+        assert 0 < next(iter(valid["tasks"].values()))["num_examples"] <= 3 * 256
     gauc = next(rows for title, rows in tables.items() if title.startswith("**Test GAUC"))
     assert gauc[0][-1] == "mean over tasks"
     labels = {"SMES-S": "smes_s", "SMES-L": "smes_l", "MMoE": "mmoe"}
