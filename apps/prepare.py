@@ -262,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                            args.row_group_rows)
             print(f"wrote {path.parent} (schema: {path})")
         else:
-            cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
+            try:
+                cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
+            except ValueError as e:  # a bad generator parameter: say which, without a traceback
+                print(f"error: synthetic: {e}", file=sys.stderr)
+                return 1
             files = generate(args.out, cfg, progress=True)
             print(f"wrote {len(files)} log file(s) and side tables to {args.out}")
     except (ConfigError, DataError) as e:
