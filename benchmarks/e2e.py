@@ -30,7 +30,8 @@ import torch.multiprocessing as mp
 from tqdm import tqdm
 
 from smes_rec.data.config import DataConfig, SyntheticConfig
-from smes_rec.models.factory import ModelConfig
+from smes_rec.models.factory import ModelConfig, build_arch
+from smes_rec.modules.cost import arch_cost
 from smes_rec.train.data import LoaderSource
 from smes_rec.train.distributed import DistContext
 from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer
@@ -132,8 +133,13 @@ def main() -> None:
                                                                    args.warmup))
     print(f"\nsynthetic data, {len(LoaderSource(data_cfg).feature_names)} sparse features, batch {args.batch_size} "
           f"per rank, {args.steps} timed steps after {args.warmup} warm-up, median of {args.rounds} rounds\n")
-    print("| world size | model | examples/s | SMES / model (examples/s) | peak RSS per process (MB) |")
-    print("|---|---|---|---|---|")
+    num_tasks = len(LoaderSource(data_cfg).task_names)
+    width = base.bottom_layers[-1]
+    mflops = {name: arch_cost(build_arch(model, width, num_tasks), width).flops_per_instance / 1e6
+              for name, model in models.items()}
+    print("| world size | model | examples/s | SMES / model (examples/s) | peak RSS per process (MB) "
+          "| arch MFLOPs/instance (arch_cost) |")
+    print("|---|---|---|---|---|---|")
     for ws in args.world_sizes:
         smes = statistics.median(r["examples_per_s"] for r in results[(f"SMES(E={E})", ws)])
         for name in models:
@@ -141,7 +147,8 @@ def main() -> None:
             if not rs:
                 continue
             eps = statistics.median(r["examples_per_s"] for r in rs)
-            print(f"| {ws} | {name} | {eps:.0f} | {smes / eps:.2f} | {max(r['peak_rss_mb'] for r in rs):.0f} |")
+            print(f"| {ws} | {name} | {eps:.0f} | {smes / eps:.2f} | {max(r['peak_rss_mb'] for r in rs):.0f} "
+                  f"| {mflops[name]:.3f} |")
     ws = max(args.world_sizes)
     consume = statistics.median(r["examples_per_s"] for r in results[(f"SMES(E={E})", ws)]) / ws
     deliver = loader_rows_per_s(data_cfg, ws)

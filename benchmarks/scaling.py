@@ -22,7 +22,7 @@ import torch
 from _timing import arch_step, interleaved_medians
 from tqdm import tqdm
 
-from smes_rec import MMoEArch, SMESArch
+from smes_rec import MMoEArch, SMESArch, arch_cost
 
 
 def main() -> None:
@@ -42,20 +42,22 @@ def main() -> None:
     h = torch.randn(B, D)
     rows = []
     for E in tqdm(args.experts, desc="experts"):
-        smes = SMESArch(D, T, E, args.k_shared, args.k_adaptive, layers)
-        med = interleaved_medians({"smes": arch_step(smes, h), "mmoe": arch_step(MMoEArch(D, T, E, layers), h)},
+        smes, mmoe = SMESArch(D, T, E, args.k_shared, args.k_adaptive, layers), MMoEArch(D, T, E, layers)
+        med = interleaved_medians({"smes": arch_step(smes, h), "mmoe": arch_step(mmoe, h)},
                                   args.rounds, desc=f"E={E}")
         with torch.no_grad():
             mean_u = smes(h).routing.num_unique_B.float().mean().item()
-        rows.append((E, mean_u, med["smes"], med["mmoe"]))
+        flops = [arch_cost(a, D, batch_size=min(B, 1024)).flops_per_instance / 1e6 for a in (smes, mmoe)]
+        rows.append((E, mean_u, med["smes"], med["mmoe"], *flops))
 
     print(f"\nB={B} D={D} experts {'->'.join(map(str, [D, *layers]))} T={T} K_s={args.k_shared} "
           f"K_a={args.k_adaptive} fp32, threads={torch.get_num_threads()}, median of {args.rounds} rounds\n")
-    print("| E | mean \\|U\\| | SMES s/step | MMoE s/step | SMES / MMoE | SMES vs E=first | MMoE vs E=first |")
-    print("|---|---|---|---|---|---|---|")
-    for E, mean_u, t_s, t_m in rows:
+    print("| E | mean \\|U\\| | SMES s/step | MMoE s/step | SMES / MMoE | SMES vs E=first | MMoE vs E=first "
+          "| SMES MFLOPs/instance | MMoE MFLOPs/instance |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for E, mean_u, t_s, t_m, f_s, f_m in rows:
         print(f"| {E} | {mean_u:.2f} | {t_s:.3f} | {t_m:.3f} | {t_s / t_m:.3f} | {t_s / rows[0][2]:.2f}x "
-              f"| {t_m / rows[0][3]:.2f}x |")
+              f"| {t_m / rows[0][3]:.2f}x | {f_s:.4f} | {f_m:.4f} |")
     if args.plot:
         fig, ax = plt.subplots(figsize=(6, 4))
         es = [r[0] for r in rows]
