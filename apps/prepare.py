@@ -292,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_syn = sub.add_parser("synthetic", help="write the synthetic data set", allow_abbrev=False)
     p_syn.add_argument("--out", required=True, help="output directory")
     for field in dataclasses.fields(SyntheticConfig):
-        p_syn.add_argument(f"--{field.name.replace('_', '-')}", type=int, default=field.default)
+        kind = {"kind": dict(choices=["kuairand_like", "heterogeneous"]), "relatedness": dict(type=float),
+                "segment_shift": dict(type=float)}.get(field.name, dict(type=int))
+        p_syn.add_argument(f"--{field.name.replace('_', '-')}", default=field.default, **kind)
     args = parser.parse_args(argv)
     try:
         if args.command == "validate":
@@ -302,8 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                            args.row_group_rows)
             print(f"wrote {path.parent} (schema: {path})")
         else:
-            cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
-            files = generate(args.out, cfg)
+            try:
+                cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
+            except ValueError as e:  # a bad generator parameter: say which, without a traceback
+                print(f"error: synthetic: {e}", file=sys.stderr)
+                return 1
+            files = generate(args.out, cfg, progress=True)
             print(f"wrote {len(files)} log file(s) and side tables to {args.out}")
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

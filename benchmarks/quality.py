@@ -5,6 +5,9 @@
 lambda, so those runs set ``model.aux_loss_weight=1``). Every arch's parameters and inference FLOPs per instance
 (``arch_cost``) are reported next to its quality.
 
+The first, small comparison; ``benchmarks/study.py`` runs issue 14's full protocol (budget-matched baselines, both
+data sets, LR grid, ablations, scaling, sensitivity); both share the run machinery in ``benchmarks/_runs.py``.
+
 Every model trains from ``configs/kuairand_subset.yaml`` with only ``model.arch``, ``seed`` and ``output_dir``
 changed: the same embeddings, bottom MLP, expert and tower widths, steps, batch size and optimizers; SMES and
 naive top-K share E and K = K_s + K_a. Each (arch, seed) run is trained in this process, its final checkpoint
@@ -25,12 +28,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spin-waiting stalls 2 cores
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -44,14 +45,9 @@ from smes_rec.utils.logging import quiet_third_party
 quiet_third_party()
 
 import torch
-import torch.distributed as dist
+from _runs import arch_overrides, load_finished, mean_std, pm, train_and_evaluate
 
-from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
-from smes_rec.evaluation.report import read_metrics_json
-from smes_rec.models.factory import build_ranker
-from smes_rec.modules.cost import arch_cost
-from smes_rec.train.app import TrainConfig, run
-from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.app import TrainConfig
 from smes_rec.utils.config import apply_overrides, load_yaml
 
 ARCHS = ("smes", "naive_topk", "mmoe", "ple", "shared_bottom")
@@ -62,84 +58,11 @@ LABELS = {"smes": "SMES", "naive_topk": "naive top-K", "mmoe": "MMoE", "ple": "P
           "rankmixer_sparse": "RankMixer (sparse MoE)"}
 
 
-def arch_overrides(name: str, max_steps: int) -> list[str]:
-    """The config overrides that select arch ``name`` (the sparse RankMixer is ``rankmixer`` with a switch)."""
-    if name == "rankmixer_sparse":
-        return ["model.arch=rankmixer", "model.rankmixer_sparse=true", "model.aux_loss_weight=1.0"]
-    if name == "mome":
-        return ["model.arch=mome", f"model.mome_warmup_steps={max(1, max_steps // 5)}", "model.aux_loss_weight=1.0"]
-    return [f"model.arch={name}"]
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return math.nan, math.nan
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
-
-
-def _pm(values: Sequence[float], digits: int = 4) -> str:
-    mean, std = _mean_std(values)
-    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _throughput(run_dir: Path) -> float:
-    """Training examples/s over the logged intervals after the first (pipeline warm-up), from TensorBoard."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
-    rates = [e.value for e in acc.Scalars("throughput/examples_per_s")]
-    steady = rates[1:] or rates
-    # Equal examples per interval: the aggregate rate is the harmonic mean of the interval rates.
-    return len(steady) / sum(1.0 / r for r in steady)
-
-
-def _dense_cost(cfg: TrainConfig, meta: dict[str, Any]) -> dict[str, float]:
-    """Parameters of the dense model (bottom, arch, towers), and the arch's own cost (``arch_cost``)."""
-    from smes_rec.models.sparse import TableSpec
-
-    fp = meta["data_fingerprint"]
-    tables = [TableSpec(t[0], t[1], t[2], tuple(t[3])) for t in fp["tables"]]
-    ranker = build_ranker(cfg.model, tables, fp["features"], fp["num_dense"], len(fp["tasks"]), "meta",
-                          task_names=fp["tasks"])
-    cost = arch_cost(ranker.dense_model.arch, ranker.dense_model.bottom.out_features)
-    return {"dense_params": sum(p.numel() for p in ranker.dense_model.parameters()),
-            "arch_params": cost.total_params, "arch_active_params": cost.active_params,
-            "arch_flops": cost.flops_per_instance}
-
-
-def train_and_evaluate(cfg: TrainConfig, split: str, name: str) -> dict[str, Any]:
-    """Trains one run (stdout to train.log), evaluates its final checkpoint, and returns its record (as ``name``)."""
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):
-        try:
-            run(cfg, progress=False)
-        finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
-    train_seconds = time.perf_counter() - start
-    checkpoint = CheckpointManager(run_dir / "checkpoints").latest()
-    eval_cfg = EvalConfig(checkpoint=str(checkpoint), split=split, out=str(run_dir / f"eval_{split}"), progress=False)
-    outcome = evaluate_checkpoint(eval_cfg)
-    record = {
-        "arch": name,
-        "seed": cfg.seed,
-        "train_seconds": train_seconds,
-        "examples_per_s": _throughput(run_dir),
-        **_dense_cost(cfg, CheckpointManager.read_meta(checkpoint)),
-    }
-    (run_dir / "record.json").write_text(json.dumps(record, indent=2))
-    return {**record, "metrics": outcome.summary}
-
-
-def _load_finished(run_dir: Path, split: str) -> dict[str, Any] | None:
-    metrics, record = run_dir / f"eval_{split}" / "metrics.json", run_dir / "record.json"
-    if not (metrics.is_file() and record.is_file()):
-        return None
-    return {**json.loads(record.read_text()), "metrics": read_metrics_json(metrics)}
+def _train_or_reuse(cfg: TrainConfig, split: str, name: str, reuse: bool) -> dict[str, Any]:
+    """A run's record (as ``name``) with ``metrics`` the ``split`` evaluation; a finished run is reused."""
+    record = load_finished(Path(cfg.output_dir), [split]) if reuse else None
+    record = record or train_and_evaluate(cfg, [split], extra={"arch": name})
+    return {**record, "metrics": record["metrics"][split]}
 
 
 def summarise(records: Sequence[dict[str, Any]], archs: Sequence[str]) -> dict[str, Any]:
@@ -151,19 +74,19 @@ def summarise(records: Sequence[dict[str, Any]], archs: Sequence[str]) -> dict[s
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
         for metric in ("gauc", "auc"):
             per_task = {t: [r["metrics"]["tasks"][t][metric] for r in rs] for t in tasks}
-            entry[metric] = {t: _mean_std(v) for t, v in per_task.items()}
+            entry[metric] = {t: mean_std(v) for t, v in per_task.items()}
             entry[f"{metric}_values"] = per_task
-            entry[f"mean_{metric}"] = _mean_std([r["metrics"]["mean"][metric] for r in rs])
+            entry[f"mean_{metric}"] = mean_std([r["metrics"]["mean"][metric] for r in rs])
             entry[f"mean_{metric}_values"] = [r["metrics"]["mean"][metric] for r in rs]
         routing = [r["metrics"]["routing"] for r in rs]
-        entry["unique"] = _mean_std([x["mean_unique_experts"] for x in routing])
+        entry["unique"] = mean_std([x["mean_unique_experts"] for x in routing])
         entry["max_unique"] = max(x["max_unique_experts"] for x in routing)
         entry["bound"] = routing[0]["bound"]
         entry["num_experts"] = routing[0]["num_experts"]
-        entry["load_cv"] = _mean_std([x["expert_load_cv"] for x in routing])
-        entry["examples_per_s"] = _mean_std([r["examples_per_s"] for r in rs])
+        entry["load_cv"] = mean_std([x["expert_load_cv"] for x in routing])
+        entry["examples_per_s"] = mean_std([r["examples_per_s"] for r in rs])
         entry["examples_per_s_values"] = [r["examples_per_s"] for r in rs]
-        entry["train_seconds"] = _mean_std([r["train_seconds"] for r in rs])
+        entry["train_seconds"] = mean_std([r["train_seconds"] for r in rs])
         entry["dense_params"] = rs[0]["dense_params"]
         entry["arch_flops"] = rs[0].get("arch_flops", math.nan)  # records of older runs lack the arch's cost
         entry["arch_active_params"] = rs[0].get("arch_active_params", math.nan)
@@ -184,7 +107,7 @@ def results_markdown(summary: dict[str, Any], archs: Sequence[str], header: str)
                   "| model | " + " | ".join(tasks) + " | mean over tasks |", "|" + "---|" * (len(tasks) + 2)]
         for arch in archs:
             e = summary["archs"][arch]
-            cells = [_pm(e[f"{metric}_values"][t]) for t in tasks] + [_pm(e[f"mean_{metric}_values"])]
+            cells = [pm(e[f"{metric}_values"][t]) for t in tasks] + [pm(e[f"mean_{metric}_values"])]
             lines.append(f"| {LABELS.get(arch, arch)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
@@ -205,7 +128,7 @@ def results_markdown(summary: dict[str, Any], archs: Sequence[str], header: str)
         lines.append(
             f"| {LABELS.get(arch, arch)} | {e['num_experts']} | {unique:.2f}, {e['max_unique']} | {bound} | "
             f"{e['load_cv'][0]:.3f} | {e['dense_params']:,} | {e['arch_active_params']:,.0f} | "
-            f"{e['arch_flops'] / 1e6:.4f} | {_pm(e['examples_per_s_values'], 0)} |"
+            f"{e['arch_flops'] / 1e6:.4f} | {pm(e['examples_per_s_values'], 0)} |"
         )
     return "\n".join(lines)
 
@@ -286,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(run=f"{arch}/seed {seed}")
         cfg = apply_overrides(base, [*arch_overrides(arch, base.schedule.max_steps), f"seed={seed}",
                                      f"data.seed={seed}", f"output_dir={out / f'{arch}_s{seed}'}"])
-        record = _load_finished(Path(cfg.output_dir), args.split) if args.reuse else None
-        if record is None:
-            record = train_and_evaluate(cfg, args.split, arch)
+        record = _train_or_reuse(cfg, args.split, arch, args.reuse)
         m = record["metrics"]["mean"]
         tqdm.write(f"{arch:>13} seed {seed}: mean GAUC {m['gauc']:.4f}, mean AUC {m['auc']:.4f}, "
                    f"experts/instance {record['metrics']['routing']['mean_unique_experts']:.2f}, "

@@ -67,6 +67,16 @@ class SyntheticConfig:
         num_items: Videos.
         seed: The generator seed: the same seed gives the same files.
         rows_per_file: Rows per Parquet shard.
+        kind: The label model. ``kuairand_like`` (the default data): every task is a logistic model of one shared
+            user-video affinity. ``heterogeneous``: MMoE-style task groups and segments (``synthetic.py``); the
+            users, videos, impressions and columns are the same, only the labels differ.
+        num_segments: ``heterogeneous``: latent segments (S >= 1), each with its own label functions; an
+            impression's segment is (user segment + video segment) mod S, both observable (``onehot_feat2`` and the
+            first ``tag``).
+        relatedness: ``heterogeneous``: cosine between the weight vectors of the watch-time and the interaction
+            task groups, in [-1, 1] (MMoE's task correlation knob).
+        segment_shift: ``heterogeneous``: how far each segment's task weight vectors turn away from the shared
+            ones, in [0, 1] (0: every segment has the same label function; 1: orthogonal, unrelated ones).
     """
 
     num_rows: int = 1_000_000
@@ -74,11 +84,21 @@ class SyntheticConfig:
     num_items: int = 100_000
     seed: int = 0
     rows_per_file: int = 1_000_000
+    kind: Literal["kuairand_like", "heterogeneous"] = "kuairand_like"
+    num_segments: int = 4
+    relatedness: float = 0.3
+    segment_shift: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("num_rows", "num_users", "num_items", "rows_per_file"):
+        for name in ("num_rows", "num_users", "num_items", "rows_per_file", "num_segments"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.kind not in ("kuairand_like", "heterogeneous"):
+            raise ValueError(f"kind must be kuairand_like or heterogeneous, got {self.kind!r}")
+        if not -1.0 <= self.relatedness <= 1.0:
+            raise ValueError(f"relatedness must be in [-1, 1], got {self.relatedness}")
+        if not 0.0 <= self.segment_shift <= 1.0:
+            raise ValueError(f"segment_shift must be in [0, 1], got {self.segment_shift}")
 
 
 @dataclass(frozen=True)

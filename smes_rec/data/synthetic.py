@@ -27,13 +27,17 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from smes_rec.data.cache import cache_key, locked
 from smes_rec.data.config import SyntheticConfig
+from smes_rec.data.heterogeneous import VERSION as HETEROGENEOUS_VERSION
+from smes_rec.data.heterogeneous import HeterogeneousLabels
 from smes_rec.data.schema import DatasetSchema, DenseFeature, Join, SparseFeature, Task
 
 __all__ = [
@@ -42,6 +46,8 @@ __all__ = [
     "TASKS",
     "ensure_synthetic",
     "generate",
+    "generator_fingerprint",
+    "heterogeneous_label_model",
     "synthetic_schema",
 ]
 
@@ -115,6 +121,15 @@ class _World:
         self.tab_p = _zipf_weights(15, 1.5, np.random.default_rng([cfg.seed, 5]))
         self.users = self._user_table(rng, activity)
         self.items = self._item_table(rng, num_authors)
+        self.hetero: HeterogeneousLabels | None = None
+        if cfg.kind == "heterogeneous":  # its own random stream: users, videos and impressions stay the same
+            s = cfg.num_segments
+            self.hetero = HeterogeneousLabels(
+                np.random.default_rng([cfg.seed, 10]), TASKS, self.user_vec, self.item_vec,
+                self.users.column("onehot_feat2").to_numpy() % s, self.tag1 % s, cfg.relatedness, s,
+                cfg.segment_shift)
+            user, item, _ = self.sample(np.random.default_rng([cfg.seed, 2]), _CALIBRATION_ROWS)
+            self.hetero.standardize_on(user, item)
         self.intercepts = self._calibrate(cfg)
 
     def _user_table(self, rng: np.random.Generator, activity: np.ndarray) -> pa.Table:
@@ -161,6 +176,7 @@ class _World:
         ni = len(self.quality)
         topics = self.item_vec @ rng.normal(size=(_K, 50))
         tag1 = topics.argmax(1)
+        self.tag1 = tag1  # a video's first tag (the heterogeneous kind's video segment)
         tag2 = rng.integers(0, 50, ni)
         two = (rng.random(ni) < 0.3) & (tag2 != tag1)
         tag = np.where(two, np.char.add(np.char.add(tag1.astype(str), ","), tag2.astype(str)), tag1.astype(str))
@@ -195,6 +211,10 @@ class _World:
 
     def logits(self, user: np.ndarray, item: np.ndarray, tab: np.ndarray, hour: np.ndarray) -> np.ndarray:
         """``[T, n]`` logits without intercepts (and without the click term of long_view)."""
+        if self.hetero is not None:
+            out = self.hetero.logits(user, item, self.user_bias)
+            out[0] += self.tab_effect[tab]  # is_click also depends on the context
+            return out
         affinity = np.einsum("nk,nk->n", self.user_vec[user], self.item_vec[item])
         context = self.tab_effect[tab] + 0.2 * ((hour >= 18) & (hour <= 23))
         out = np.empty((len(TASKS), len(user)))
@@ -216,7 +236,7 @@ class _World:
         out = np.zeros(len(TASKS))
         p_click = np.ones(_CALIBRATION_ROWS)  # P(click) per row, once the click task is calibrated
         for t, name in enumerate(TASKS):
-            _, _, click_w, gated = _TASK_MODEL[name]
+            _, _, click_w, gated = _TASK_MODEL[name] if self.hetero is None else (0, 0, 0.0, False)
             lo, hi = -30.0, 30.0
             for _ in range(32):  # the expected rate is increasing in the intercept
                 mid = 0.5 * (lo + hi)
@@ -243,6 +263,9 @@ class _World:
         y = {}
         click = rng.random(n) < _sigmoid(z[0])
         for t, name in enumerate(TASKS):
+            if self.hetero is not None:  # independent draws given the logits: no click gating
+                y[name] = click if t == 0 else rng.random(n) < _sigmoid(z[t])
+                continue
             _, _, click_w, gated = _TASK_MODEL[name]
             if name == "is_click":
                 y[name] = click
@@ -279,14 +302,15 @@ class _World:
         })
 
 
-def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, row_group_rows: int = ROW_GROUP_ROWS
-             ) -> list[Path]:
+def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, row_group_rows: int = ROW_GROUP_ROWS,
+             progress: bool | None = None) -> list[Path]:
     """Writes the synthetic data set to ``out_dir`` (see the module docstring for the layout).
 
     Args:
         out_dir: The output directory (created; its previous log shards and side tables are replaced).
         cfg: Sizes and seed (default: ``SyntheticConfig()``).
         row_group_rows: Rows per Parquet row group.
+        progress: Show a progress bar over rows (None: only when stderr is a terminal).
 
     Returns:
         The log files written.
@@ -304,6 +328,8 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, row_gro
     in_file = 0
     # Rows come in fixed global chunks, each from its own seeded stream, so the content does not depend on how it
     # is cut into files and row groups.
+    bar = tqdm(total=cfg.num_rows, desc="synthetic data", unit="row", unit_scale=True, dynamic_ncols=True,
+               disable=None if progress is None else not progress)
     for lo in range(0, cfg.num_rows, _CHUNK_ROWS):
         table = world.impressions(np.random.default_rng([cfg.seed, 1, lo]), np.arange(lo, min(lo + _CHUNK_ROWS,
                                                                                                 cfg.num_rows)),
@@ -320,15 +346,57 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, row_gro
             if in_file == cfg.rows_per_file:
                 writer.close()
                 writer, in_file = None, 0
+        bar.update(table.num_rows)
+    bar.close()
     if writer is not None:
         writer.close()
     return files
+
+
+def heterogeneous_label_model(cfg: SyntheticConfig) -> HeterogeneousLabels:
+    """The hidden label model of a ``heterogeneous`` data set (latent interactions and segments), for analysis.
+
+    Args:
+        cfg: The generator parameters (``kind: heterogeneous``).
+
+    Returns:
+        The :class:`~smes_rec.data.heterogeneous.HeterogeneousLabels` that generated its labels.
+    """
+    if cfg.kind != "heterogeneous":
+        raise ValueError(f"the {cfg.kind!r} kind has no heterogeneous label model")
+    world = _World(cfg)
+    assert world.hetero is not None
+    return world.hetero
 
 
 def _log_schema() -> pa.Schema:
     flags = {"is_click", "is_like", "is_follow", "is_comment", "is_forward", "is_hate", "long_view",
              "is_profile_enter", "is_rand"}
     return pa.schema([(c, pa.int8() if c in flags else pa.int64()) for c in LOG_COLUMNS])
+
+
+_HETEROGENEOUS_FIELDS = ("kind", "num_segments", "relatedness", "segment_shift")
+
+
+def generator_fingerprint(cfg: SyntheticConfig) -> dict[str, Any]:
+    """What identifies the generated files: the generator versions, the row-group size and every parameter.
+
+    The default ``kuairand_like`` kind keeps the fingerprint it had before the heterogeneous kind existed (its
+    parameters only), so its cached data stays valid; the ``heterogeneous`` kind adds its parameters and its label
+    model's version (``smes_rec.data.heterogeneous.VERSION``).
+
+    Args:
+        cfg: The generator parameters.
+
+    Returns:
+        A JSON-serialisable mapping (the cache key is its digest).
+    """
+    params = asdict(cfg)
+    if cfg.kind == "kuairand_like":
+        params = {k: v for k, v in params.items() if k not in _HETEROGENEOUS_FIELDS}
+    else:
+        params["heterogeneous_version"] = HETEROGENEOUS_VERSION
+    return {"version": GENERATOR_VERSION, "row_group_rows": ROW_GROUP_ROWS, **params}
 
 
 def ensure_synthetic(cfg: SyntheticConfig, cache_dir: Path) -> Path:
@@ -343,7 +411,7 @@ def ensure_synthetic(cfg: SyntheticConfig, cache_dir: Path) -> Path:
     Returns:
         The data directory.
     """
-    key = cache_key({"version": GENERATOR_VERSION, "row_group_rows": ROW_GROUP_ROWS, **asdict(cfg)})
+    key = cache_key(generator_fingerprint(cfg))
     final = cache_dir / "synthetic" / key
     if (final / "_SUCCESS").exists():
         return final

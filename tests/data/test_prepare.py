@@ -85,3 +85,14 @@ def test_convert_writes_equivalent_parquet(tmp_path: Path) -> None:
     assert torch.cat([b.group_ids for b in converted]).tolist() == [r % 20 for r in range(300)]
     city = torch.cat([b.sparse_features["city"].values() for b in converted])
     assert len(city) == 300 and len(torch.unique(city)) == 3
+
+
+def test_synthetic_command_writes_the_heterogeneous_kind_and_names_a_bad_knob(tmp_path: Path, capsys) -> None:
+    import pyarrow.parquet as pq
+
+    args = ["synthetic", "--out", str(tmp_path / "h"), "--num-rows", "3000", "--num-users", "100", "--num-items",
+            "300", "--kind", "heterogeneous", "--relatedness", "-0.5", "--num-segments", "2"]
+    assert prepare.main(args) == 0
+    assert pq.read_table(tmp_path / "h" / "log").num_rows == 3000
+    assert prepare.main([*args[:3], "--segment-shift", "1.5"]) == 1
+    assert "segment_shift must be in [0, 1], got 1.5" in capsys.readouterr().err
