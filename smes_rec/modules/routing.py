@@ -92,7 +92,7 @@ def _top_k_by_topk(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
     if bool(suspect_R.any()):
         rows_N = suspect_R.nonzero().squeeze(1)
         ids_RK = ids_RK.index_put((rows_N,), _top_k_by_sort(scores_RE[rows_N], k))
-    return ids_RK.view(*scores_XE.shape[:-1], k)
+    return ids_RK.view(list(scores_XE.shape[:-1]) + [k])  # noqa: RUF005 (TorchScript has no star-unpacking)
 
 
 def _top_k_stable(scores_XE: torch.Tensor, k: int) -> torch.Tensor:
