@@ -1,0 +1,6 @@
+"""Serving: export a trained ranker as a self-contained TorchScript package and score files with it.
+
+``module`` wraps a ranker behind plain tensors; ``export`` quantizes and scripts it and writes a package;
+``package`` reads and verifies one; ``transform`` is the frozen feature transform; ``rows`` turns raw rows into
+request tensors; ``scorer`` loads a package or a checkpoint; ``predict`` streams files through a scorer.
+"""
