@@ -115,8 +115,8 @@ class RowReader:
             self._processors[key] = (plan, _FeaturesOnly(self.schema, plan, stats))
         return self._processors[key]
 
-    def read(self, f: InputFile, u: int) -> RowChunk:
-        """Reads and processes unit ``u`` of ``f``.
+    def read(self, f: InputFile, u: int, select: np.ndarray | None = None) -> RowChunk:
+        """Reads and processes unit ``u`` of ``f`` (only its local rows ``select``, when given).
 
         Raises:
             DataError: For a missing column or a bad cell, naming file, row and column.
@@ -134,6 +134,8 @@ class RowReader:
             if c not in info.column_names:  # a label column the file does not have: never used
                 table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
         rows = np.arange(unit.row_start, unit.row_start + unit.num_rows)
+        if select is not None:
+            table, rows = table.take(pa.array(select)), rows[select]
         cols = processor(table.select(list(plan.log_columns)), RowContext(info, rows))
         return RowChunk(info.name, rows, cols, table.select(list(self.keep)))
 
