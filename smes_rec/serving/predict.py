@@ -83,7 +83,9 @@ class _Work(NamedTuple):
 
 
 def rank_share(row_counts: Sequence[int], rank: int, world_size: int) -> range:
-    """The contiguous items of ``rank`` when items are dealt by their first row: balanced by rows, order kept.
+    """The contiguous items of ``rank``: each item goes to the rank whose equal share of all rows holds its middle row.
+
+    Balanced by rows, and the ranks' items in rank order are the items in order.
 
     Args:
         row_counts: Rows of every item, in order.
@@ -93,9 +95,10 @@ def rank_share(row_counts: Sequence[int], rank: int, world_size: int) -> range:
     Returns:
         The indices of this rank's items.
     """
-    starts = np.concatenate([[0], np.cumsum(row_counts, dtype=np.int64)])[:-1]
-    total = max(int(np.sum(row_counts, dtype=np.int64)), 1)
-    owner = (starts * world_size) // total
+    counts = np.asarray(row_counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    total = max(int(counts.sum()), 1)
+    owner = np.minimum(((2 * starts + counts) * world_size) // (2 * total), world_size - 1)
     mine = np.flatnonzero(owner == rank)
     return range(int(mine[0]), int(mine[-1]) + 1) if len(mine) else range(0)
 
