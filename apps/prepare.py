@@ -64,9 +64,8 @@ def validate(schema_path: str, files: Sequence[str] = (), data_root: str | None 
               f"{len(info.column_names)} columns)", file=out)
     for i, j in enumerate(schema.joins):
         print(f"join    {resolve_join(schema, j, i)} on {j.key}", file=out)
-    needs_stats = bool(schema.dense_to_fit)
-    stats = source.compute_dense_stats("all") if needs_stats else {}
-    processor = FeatureProcessor(schema, source.plan, stats)
+    # Fitted on every row read here (validate has no train split), so every row goes through the pipeline.
+    processor = FeatureProcessor(schema, source.plan, source.fit_transform("all"))
     col_stats = {c: _ColumnStats(source.kinds.get(c, "text")) for c in source.plan.log_columns}
     n_sparse = len(schema.sparse)
     ids_per_row = np.zeros(n_sparse)

@@ -90,7 +90,7 @@ def main() -> None:
             files = ("log/*.parquet",) if fmt == "parquet" else ("log/*.csv",)
             s = dataclasses.replace(schema, format=None, files=files)
             source = DataSource.from_schema(with_data_root(s, root, root), cache_dir=root / "cache")
-            source.dense_stats()
+            source.fitted_transform()
             for workers in args.workers:
                 cfg = DataConfig(batch_size=args.batch_size, num_workers=workers, shuffle=True)
                 startup, rate, per_cpu, rows = _run(source, cfg)

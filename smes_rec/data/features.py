@@ -16,15 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from smes_rec.data.fitted import FittedTransform
 from smes_rec.data.hashing import bucketize_ids, canonical_ids, fmix64, group_ids, hash_ids
 from smes_rec.data.readers import FileInfo, RowContext, column_roles, read_side_table, resolve_join, side_table_columns
 from smes_rec.data.schema import DataError, DatasetSchema, DenseFeature, SparseFeature, Task, infer_format
+from smes_rec.data.vocab import Vocabulary
 from smes_rec.utils.config import ConfigError
 
-__all__ = ["ColumnPlan", "Columns", "DenseStats", "FeatureProcessor", "SideTable", "parse_numbers", "raw_dense"]
-
-# name -> (mean, std) for dense features with ``transform: standardize``.
-DenseStats = Mapping[str, tuple[float, float]]
+__all__ = ["ColumnPlan", "Columns", "FeatureProcessor", "SideTable", "parse_numbers", "raw_dense"]
 
 _NUMBER_TEXT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(inf|infinity|nan)$"
 
@@ -285,7 +284,7 @@ class SideTable:
         # Precomputed features, each with a trailing empty/missing row at index n.
         self.sparse: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
         for f in schema.sparse:
-            if f.column in self.columns:
+            if f.column in self.columns and processor.can_process(f):
                 lengths, values = processor.sparse(f, table.column(f.column), ctx)
                 single = bool((lengths == 1).all())
                 self.sparse[f.name] = (np.append(lengths, np.int32(0)), values, single)
@@ -344,20 +343,21 @@ class FeatureProcessor:
     Args:
         schema: The schema.
         plan: Where each column comes from (``ColumnPlan.build``).
-        dense_stats: ``(mean, std)`` for every ``standardize`` feature without fixed statistics in the schema
-            (needed before ``standardize`` features are processed).
+        fitted: What was fitted on the train split (``standardize`` statistics, vocabularies); nothing is fitted
+            here. None: only features that need nothing fitted can be processed (the fitting pass uses that).
     """
 
-    def __init__(self, schema: DatasetSchema, plan: ColumnPlan, dense_stats: DenseStats | None = None) -> None:
+    def __init__(self, schema: DatasetSchema, plan: ColumnPlan, fitted: FittedTransform | None = None) -> None:
         self.schema, self.plan = schema, plan
+        self.fitted = fitted
         self._stats: dict[str, tuple[float, float]] = {}
         for f in schema.dense:
             if f.transform == "standardize":
                 if f.mean is not None and f.std is not None:
                     self._stats[f.name] = (f.mean, f.std)
-                elif dense_stats is not None and f.name in dense_stats:
-                    mean, std = dense_stats[f.name]
-                    self._stats[f.name] = (float(mean), float(std))
+                elif fitted is not None and f.name in fitted.dense:
+                    self._stats[f.name] = fitted.dense[f.name]
+        self._vocabs = {t: Vocabulary(v) for t, v in (fitted.vocabularies if fitted else {}).items()}
         self._boundaries = {
             f.name: torch.tensor(f.boundaries, dtype=torch.float64) for f in schema.sparse if f.boundaries
         }
@@ -455,6 +455,25 @@ class FeatureProcessor:
             ok = ~np.isnan(x)
             ids = torch.bucketize(torch.from_numpy(x[ok]), self._boundaries[f.name], right=True)
             return ok.astype(np.int32), ids.numpy().astype(np.int64)
+        flat, parents = self.id_cells(f, values)
+        try:
+            ids, ok = self._ids(f, flat, ctx, parents)
+        except TypeError as e:
+            raise DataError(f"{ctx.file.path}: column {f.column!r}: {e}") from None
+        if parents is not None:
+            return np.bincount(parents[ok], minlength=n).astype(np.int32), ids[ok]
+        if ok.all():
+            return np.ones(n, dtype=np.int32), ids
+        return ok.astype(np.int32), ids[ok]
+
+    def id_cells(self, f: SparseFeature, values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray | None]:
+        """The cleaned id cells of a (not bucketised) sparse feature, multi-valued cells flattened.
+
+        Returns:
+            ``(cells, parents)``: one cell per id (``strip``/``null_values`` applied) and, for multi-valued
+            features, the row of each id (None for single-valued ones: one cell per row).
+        """
+        values = _as_array(values)
         t = values.type
         if f.separator is not None or pa.types.is_list(t) or pa.types.is_large_list(t):
             if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
@@ -463,20 +482,47 @@ class FeatureProcessor:
                     text = text.cast(pa.string())
                 values = pc.split_pattern(text, f.separator)
             flat = pc.list_flatten(values)
-            parents = np.asarray(pc.list_parent_indices(values))
-            flat = self._text(flat)
-            try:
-                h, ok = hash_ids(flat, self.schema.strip)
-            except TypeError as e:
-                raise DataError(f"{ctx.file.path}: column {f.column!r}: {e}") from None
-            return np.bincount(parents[ok], minlength=n).astype(np.int32), bucketize_ids(h[ok], f.num_embeddings or 1)
-        try:
-            h, ok = hash_ids(self._text(values), self.schema.strip)
-        except TypeError as e:
-            raise DataError(f"{ctx.file.path}: column {f.column!r}: {e}") from None
-        if ok.all():
-            return np.ones(n, dtype=np.int32), bucketize_ids(h, f.num_embeddings or 1)
-        return ok.astype(np.int32), bucketize_ids(h[ok], f.num_embeddings or 1)
+            return self._text(flat), np.asarray(pc.list_parent_indices(values))
+        return self._text(values), None
+
+    def _ids(self, f: SparseFeature, cells: pa.Array, ctx: RowContext, parents: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, valid)`` of cleaned cells by the feature's ``ids`` mode (see ``SparseFeature``)."""
+        if f.ids == "vocab":
+            vocab = self._vocabs.get(f.table_name)
+            if vocab is None:
+                raise ValueError(f"sparse feature {f.name!r} (ids: vocab) needs the vocabulary of table "
+                                 f"{f.table_name!r} (the fitted transform has none)")
+            return vocab.lookup(cells)
+        if f.ids == "identity":
+            key, is_int, ok = canonical_ids(cells, self.schema.strip)
+            ints = key.view(np.int64)
+            bad = ok & (~is_int | (ints < 0) | (ints >= (f.num_embeddings or 1)))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                row = int(parents[i]) if parents is not None else i
+                raise DataError(f"{ctx.where(row, f.column)}: id {cells[i].as_py()!r} is not an integer in "
+                                f"[0, {f.num_embeddings}) (sparse feature {f.name!r} has ids: identity)")
+            return ints.copy(), ok
+        h, ok = hash_ids(cells, self.schema.strip)
+        return bucketize_ids(h, f.num_embeddings or 1), ok
+
+    def sparse_hashes(self, f: SparseFeature, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The 64-bit hashes of a hashed feature's non-missing ids (``apps/prepare.py validate`` counts merges)."""
+        flat, _ = self.id_cells(f, values)
+        h, ok = hash_ids(flat, self.schema.strip)
+        return h[ok]
+
+    def cells(self, column: str, table: pa.Table) -> pa.Array | pa.ChunkedArray:
+        """Column ``column`` for the rows of a log table: from the log, or gathered from its side table."""
+        side = self._side_of.get(column)
+        if side is None:
+            return table.column(column)
+        return side.column(column, side.rows(table.column(side.join.key), self.schema.strip))
+
+    def can_process(self, f: SparseFeature) -> bool:
+        """Whether this processor has what ``f`` needs (a vocabulary for ``ids: vocab``)."""
+        return f.ids != "vocab" or f.table_name in self._vocabs
 
     def dense(self, f: DenseFeature, values: pa.Array | pa.ChunkedArray, ctx: RowContext) -> np.ndarray:
         """One dense feature after fill and transform, checked finite.
@@ -493,7 +539,8 @@ class FeatureProcessor:
                 y = np.log1p(raw)
         elif f.transform == "standardize":
             if f.name not in self._stats:
-                raise ValueError(f"dense feature {f.name!r} needs standardisation statistics (none given)")
+                raise ValueError(f"dense feature {f.name!r} needs standardisation statistics (the fitted transform "
+                                 "has none for it)")
             mean, std = self._stats[f.name]
             y = (raw - mean) / std
         else:

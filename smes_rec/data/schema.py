@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -32,6 +33,7 @@ __all__ = [
 
 Format = Literal["csv", "tsv", "parquet"]
 Transform = Literal["none", "log1p", "standardize"]
+IdMode = Literal["hash", "vocab", "identity"]
 
 # Feature and table names become KeyedJaggedTensor keys and torch module names, which must not contain dots.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,9 +86,15 @@ class SparseFeature:
             Native list columns of Parquet files are multi-valued without it.
         boundaries: Makes the feature a bucketised number: the id of a value ``x`` is the number of boundaries
             ``<= x`` (strictly increasing boundaries), so ``num_embeddings = len(boundaries) + 1``.
+        ids: How a value becomes a row of the table. ``hash`` (default): a stable 64-bit hash into
+            ``num_embeddings`` buckets (see ``hashing.py``); distinct values may share a bucket. ``vocab``: exact ids
+            from a vocabulary fitted on the train split (row 0 is the out-of-vocabulary row; the table has
+            ``len(vocabulary) + 1`` rows, so ``num_embeddings`` is not given). ``identity``: the value is an integer
+            in ``[0, num_embeddings)`` used as it is (anything else is an error naming file, row and column).
+        min_count: With ``vocab``: values seen fewer times in the train split are out of vocabulary (default 1).
+        max_size: With ``vocab``: keep at most this many values, the most frequent (default: no limit).
 
-    Ids are hashed with a stable 64-bit hash into ``num_embeddings`` buckets (see ``hashing.py``). A missing or empty
-    cell gives an empty bag (length 0); unseen ids are never an error.
+    A missing or empty cell gives an empty bag (length 0); unseen ids are never an error (except with ``identity``).
     """
 
     name: str
@@ -96,9 +104,26 @@ class SparseFeature:
     table: str | None = None
     separator: str | None = None
     boundaries: tuple[float, ...] | None = None
+    ids: IdMode = "hash"
+    min_count: int | None = None
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_name("sparse feature name", self.name)
+        if self.ids not in ("hash", "vocab", "identity"):
+            raise ValueError(f"ids must be hash, vocab or identity, got {self.ids!r}")
+        if self.boundaries is not None and self.ids != "hash":
+            raise ValueError("`boundaries` already gives exact ids; `ids` must stay hash (the default)")
+        if self.ids != "vocab" and (self.min_count is not None or self.max_size is not None):
+            raise ValueError("min_count and max_size are only used with ids: vocab")
+        if self.ids == "vocab":
+            if self.num_embeddings is not None:
+                raise ValueError("with ids: vocab the table size is the fitted vocabulary's (+1 for out-of-vocabulary "
+                                 "ids); remove num_embeddings (cap the vocabulary with max_size)")
+            if self.min_count is not None and self.min_count < 1:
+                raise ValueError(f"min_count must be >= 1, got {self.min_count}")
+            if self.max_size is not None and self.max_size < 1:
+                raise ValueError(f"max_size must be >= 1, got {self.max_size}")
         if self.table is not None:
             _check_name("table name", self.table)
         if self.dim <= 0:
@@ -116,9 +141,9 @@ class SparseFeature:
                     f"num_embeddings must be len(boundaries) + 1 = {len(b) + 1} with boundaries, got "
                     f"{self.num_embeddings}"
                 )
-        if self.num_embeddings is None:
-            raise ValueError("num_embeddings is required (except with `boundaries`)")
-        if self.num_embeddings <= 0:
+        if self.num_embeddings is None and self.ids != "vocab":
+            raise ValueError("num_embeddings is required (except with `boundaries` or ids: vocab)")
+        if self.num_embeddings is not None and self.num_embeddings <= 0:
             raise ValueError(f"num_embeddings must be a positive integer, got {self.num_embeddings}")
         if self.separator == "":
             raise ValueError("separator must be a non-empty string")
@@ -127,6 +152,10 @@ class SparseFeature:
     def table_name(self) -> str:
         """The embedding table this feature looks up."""
         return self.table or self.name
+
+    def table_key(self) -> tuple[object, ...]:
+        """What features sharing a table must agree on."""
+        return (self.num_embeddings, self.dim, self.ids, self.min_count, self.max_size)
 
 
 @dataclass(frozen=True)
@@ -281,10 +310,11 @@ class DatasetSchema:
         for i, f in enumerate(self.sparse):
             if f.table_name in tables:
                 j, g = tables[f.table_name]
-                if (g.num_embeddings, g.dim) != (f.num_embeddings, f.dim):
+                if g.table_key() != f.table_key():
                     raise ValueError(
                         f"sparse[{i}] ({f.name}) shares table {f.table_name!r} with sparse[{j}] ({g.name}) but has "
-                        f"num_embeddings/dim {f.num_embeddings}/{f.dim} instead of {g.num_embeddings}/{g.dim}"
+                        f"num_embeddings/dim/ids/min_count/max_size {'/'.join(map(str, f.table_key()))} instead of "
+                        f"{'/'.join(map(str, g.table_key()))}"
                     )
             else:
                 tables[f.table_name] = (i, f)
@@ -326,15 +356,37 @@ class DatasetSchema:
         """T, the number of tasks."""
         return len(self.tasks)
 
-    def tables(self) -> tuple[TableSpec, ...]:
-        """One entry per embedding table, in order of first use, with the features that look it up."""
+    def tables(self, vocab_sizes: Mapping[str, int] | None = None) -> tuple[TableSpec, ...]:
+        """One entry per embedding table, in order of first use, with the features that look it up.
+
+        Args:
+            vocab_sizes: ``table -> rows`` of the ``ids: vocab`` tables (``FittedTransform.vocab_sizes()``): their
+                size comes from the fitted vocabulary.
+
+        Raises:
+            ValueError: For a vocabulary table missing from ``vocab_sizes``.
+        """
+        out = []
+        for name, fs in self.table_features().items():
+            rows = fs[0].num_embeddings
+            if fs[0].ids == "vocab":
+                if vocab_sizes is None or name not in vocab_sizes:
+                    raise ValueError(f"table {name!r} uses ids: vocab; its size comes from the fitted transform")
+                rows = vocab_sizes[name]
+            out.append(TableSpec(name, rows, fs[0].dim, tuple(f.name for f in fs)))  # type: ignore[arg-type]
+        return tuple(out)
+
+    def table_features(self) -> dict[str, list[SparseFeature]]:
+        """``table name -> features looking it up``, in order of first use."""
         order: dict[str, list[SparseFeature]] = {}
         for f in self.sparse:
             order.setdefault(f.table_name, []).append(f)
-        return tuple(
-            TableSpec(name, fs[0].num_embeddings, fs[0].dim, tuple(f.name for f in fs))  # type: ignore[arg-type]
-            for name, fs in order.items()
-        )
+        return order
+
+    @property
+    def vocab_tables(self) -> dict[str, list[SparseFeature]]:
+        """The ``ids: vocab`` tables and their features: one vocabulary per table is fitted on the train split."""
+        return {name: fs for name, fs in self.table_features().items() if fs[0].ids == "vocab"}
 
     # --------------------------------------------------------------------------------------------- column lookups
     @property

@@ -3,12 +3,13 @@
 ``DataSource`` is built once per process (rank) from a ``DataConfig`` and handed (pickled or forked) to the
 DataLoader workers, which build their own feature processor and side tables lazily.
 
-Dense standardisation statistics: for every ``standardize`` feature without ``mean``/``std`` in the schema, the mean
-and (population) standard deviation of the filled raw values over the *train* split are computed in one streaming
-pass, in file and unit order, merged with Chan's parallel formula in float64. The pass is deterministic, so every
-rank and the evaluator get bit-identical numbers; the result is cached as JSON under ``cache_dir/stats`` keyed by the
-schema's dense features, the files (name, size, mtime), the side tables and the split, and one process per machine
-computes it while the others wait for the file. A constant column gets ``std = 1``.
+The fitted transform (``fitted.py``): for every ``standardize`` feature without ``mean``/``std`` in the schema, the
+mean and (population) standard deviation of the filled raw values over the *train* split, and for every ``ids:
+vocab`` table its vocabulary, are fitted in one streaming pass, in file and unit order (dense statistics merged with
+Chan's parallel formula in float64). The pass is deterministic, so every rank gets bit-identical numbers; the result
+is cached as JSON under ``cache_dir/stats`` keyed by the schema's fitted features, the files (name, size, mtime), the
+side tables and the split, and one process per machine computes it while the others wait for the file. Training
+stores it in every checkpoint; evaluation and scoring pass it to ``DataSource.open`` and fit nothing.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import pyarrow.compute as pc
 
 from smes_rec.data.cache import cache_key, default_cache_dir, locked
 from smes_rec.data.config import SPLITS, DataConfig, SplitConfig
-from smes_rec.data.features import ColumnPlan, DenseStats, FeatureProcessor, parse_numbers
+from smes_rec.data.features import ColumnPlan, FeatureProcessor, parse_numbers
+from smes_rec.data.fitted import FittedTransform
 from smes_rec.data.hashing import fmix64, hash_text
 from smes_rec.data.readers import FileInfo, RowContext, Unit, read_unit, resolve_files, resolve_join, scan_file
 from smes_rec.data.schema import DataError, DatasetSchema, load_schema, with_data_root
+from smes_rec.data.vocab import VocabCounter
 from smes_rec.utils.config import ConfigError
 
 __all__ = ["DataSource"]
@@ -66,6 +69,7 @@ class DataSource:
         plan: ColumnPlan,
         split: SplitConfig,
         cache_dir: Path,
+        fitted: FittedTransform | None = None,
     ) -> None:
         self.schema, self.files, self.units, self.plan = schema, files, units, plan
         self.split, self.cache_dir = split, cache_dir
@@ -77,7 +81,7 @@ class DataSource:
         if self.time_column:
             self.kinds[self.time_column] = plan.kinds.get(self.time_column, "text")
         self._counts: dict[str, np.ndarray] = {}
-        self._stats: dict[str, tuple[float, float]] | None = None
+        self._fitted = fitted
         self._processor: FeatureProcessor | None = None
         self._split_salt = fmix64(np.array([split.seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
 
@@ -88,11 +92,13 @@ class DataSource:
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
-    def open(cls, cfg: DataConfig) -> DataSource:
+    def open(cls, cfg: DataConfig, fitted: FittedTransform | None = None) -> DataSource:
         """Opens the data set a ``DataConfig`` names (generating the synthetic data on first use).
 
         Args:
             cfg: The data config.
+            fitted: The transform fitted at training (evaluation, scoring): used as it is, nothing is fitted.
+                None: fitted on this data's train split when first needed (training).
 
         Returns:
             The data source.
@@ -105,7 +111,7 @@ class DataSource:
             schema = with_data_root(synthetic_schema(cfg.synthetic), cfg.data_root or root, base=Path.cwd())
         else:
             schema = load_schema(cfg.schema, cfg.data_root)
-        return cls.from_schema(schema, cfg.files, cfg.split, cache_dir, cfg.csv_unit_rows)
+        return cls.from_schema(schema, cfg.files, cfg.split, cache_dir, cfg.csv_unit_rows, fitted)
 
     @classmethod
     def from_schema(
@@ -115,6 +121,7 @@ class DataSource:
         split: SplitConfig | None = None,
         cache_dir: Path | None = None,
         unit_rows: int = 65536,
+        fitted: FittedTransform | None = None,
     ) -> DataSource:
         """Scans the files of a loaded schema.
 
@@ -124,6 +131,7 @@ class DataSource:
             split: The split (default: random 0.8/0.1/0.1).
             cache_dir: The cache directory (default: ``default_cache_dir()``).
             unit_rows: Lines per CSV unit.
+            fitted: The transform fitted at training; None: fit it on the train split when first needed.
 
         Returns:
             The data source.
@@ -149,14 +157,16 @@ class DataSource:
                     use = plan.uses.get(c, "split.column")
                     raise DataError(f"{info.path}: missing column {c!r} (used by {use}); the file has columns "
                                     f"{list(info.column_names)}")
-        return cls(schema, tuple(infos), tuple(units), plan, split, cache_dir or default_cache_dir())
+        if fitted is not None:
+            schema.tables(fitted.vocab_sizes())  # every vocabulary the schema needs is there
+        return cls(schema, tuple(infos), tuple(units), plan, split, cache_dir or default_cache_dir(), fitted)
 
     # ----------------------------------------------------------------------------------------------- processing
     @property
     def processor(self) -> FeatureProcessor:
         """The feature processor (side tables loaded, dense statistics resolved), built once per process."""
         if self._processor is None:
-            self._processor = FeatureProcessor(self.schema, self.plan, self.dense_stats())
+            self._processor = FeatureProcessor(self.schema, self.plan, self.fitted_transform())
         return self._processor
 
     @property
@@ -302,48 +312,60 @@ class DataSource:
             return None
         return out
 
-    # -------------------------------------------------------------------------------------------- dense statistics
-    def dense_stats(self) -> dict[str, tuple[float, float]]:
-        """``(mean, std)`` of every ``standardize`` feature, from the train split (cached; see the module doc)."""
-        if self._stats is not None:
-            return self._stats
-        todo = self.schema.dense_to_fit
-        if not todo:
-            self._stats = {}
-            return self._stats
+    # ------------------------------------------------------------------------------------------ fitted transform
+    def fitted_transform(self) -> FittedTransform:
+        """What the train split fits (``standardize`` statistics, vocabularies): the one given to ``open``, else
+        fitted once and cached (see the module doc)."""
+        if self._fitted is not None:
+            return self._fitted
+        schema = self.schema
+        if not schema.dense_to_fit and not schema.vocab_tables:
+            self._fitted = FittedTransform()
+            return self._fitted
         joins = []
-        for i, j in enumerate(self.schema.joins):
-            p = resolve_join(self.schema, j, i)
+        for i, j in enumerate(schema.joins):
+            p = resolve_join(schema, j, i)
             st = os.stat(p)
             joins.append((asdict(j), st.st_size, st.st_mtime_ns))
         key = cache_key({
-            "version": 1,
-            "dense": [(f.name, f.column, f.fill) for f in todo],
+            "version": 2,
+            "dense": [(f.name, f.column, f.fill) for f in schema.dense_to_fit],
+            "vocab": [(t, [asdict(f) for f in fs]) for t, fs in schema.vocab_tables.items()],
             "files": [(f.name, f.size, f.mtime_ns) for f in self.files],
             "joins": joins,
             "split": asdict(self.split),
-            "null_values": self.schema.null_values,
-            "strip": self.schema.strip,
+            "null_values": schema.null_values,
+            "strip": schema.strip,
         })
         path = self.cache_dir / "stats" / f"{key}.json"
         if not path.exists():
             with locked(path):
                 if not path.exists():
-                    stats = self.compute_dense_stats()
+                    fitted = self.fit_transform()
                     tmp = path.with_suffix(f".tmp{os.getpid()}")
-                    tmp.write_text(json.dumps({k: list(v) for k, v in stats.items()}, indent=1))
+                    tmp.write_text(json.dumps(fitted.to_dict(), indent=1))
                     os.replace(tmp, path)
-        loaded = json.loads(path.read_text())
-        self._stats = {k: (float(v[0]), float(v[1])) for k, v in loaded.items()}
-        return self._stats
+        self._fitted = FittedTransform.from_dict(json.loads(path.read_text()), source=str(path))
+        return self._fitted
 
-    def compute_dense_stats(self, split: str = "train") -> DenseStats:
-        """One streaming pass over ``split`` computing the statistics (no cache)."""
-        todo = self.schema.dense_to_fit
-        processor = self._processor or FeatureProcessor(self.schema, self.plan)
-        wanted = {f.column for f in todo} | {j.key for j in self.schema.joins} | {self.time_column}
+    def fit_transform(self, split: str = "train") -> FittedTransform:
+        """One streaming pass over ``split`` fitting the transform (no cache).
+
+        Dense statistics: the mean and population standard deviation of the filled raw values, merged unit by unit
+        in float64 (Chan et al.); a constant column gets ``std = 1``. Vocabularies: see ``vocab.py``.
+
+        Raises:
+            DataError: When the split has no rows to fit on.
+        """
+        schema = self.schema
+        todo = schema.dense_to_fit
+        vocab_tables = schema.vocab_tables
+        processor = FeatureProcessor(schema, self.plan, None)  # fits nothing, processes nothing fitted
+        wanted = ({f.column for f in todo} | {f.column for fs in vocab_tables.values() for f in fs}
+                  | {j.key for j in schema.joins} | {self.time_column})
         log_needed = [c for c in self.read_columns if c in wanted]
         acc = {f.name: (0, 0.0, 0.0) for f in todo}  # count, mean, M2
+        counters = {t: VocabCounter() for t in vocab_tables}
         counts = self.split_counts(split)
         for u in range(len(self.units)):
             if counts[u] == 0:
@@ -357,12 +379,18 @@ class DataSource:
                 n = n_a + n_b
                 delta = mean_b - mean_a
                 acc[f.name] = (n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n)
-        out = {}
+            for t, fs in vocab_tables.items():
+                for f in fs:
+                    counters[t].add(processor.id_cells(f, processor.cells(f.column, table))[0])
+        rows = int(counts.sum())
+        if rows == 0 and (todo or vocab_tables):
+            what = ", ".join([*(f"dense feature {f.name!r}" for f in todo), *(f"vocabulary {t!r}" for t in counters)])
+            raise DataError(f"the {split} split has no rows to fit {what} on ({len(self.files)} file(s): "
+                            f"{', '.join(f.path for f in self.files[:3])}{' ...' if len(self.files) > 3 else ''})")
+        dense = {}
         for f in todo:
             n, mean, m2 = acc[f.name]
-            if n == 0:
-                raise DataError(f"dense[{self.schema.dense.index(f)}] ({f.name}): the {split} split has no rows to "
-                                "compute standardisation statistics from")
             std = float(np.sqrt(m2 / n))
-            out[f.name] = (mean, std if std > 0 else 1.0)
-        return out
+            dense[f.name] = (mean, std if std > 0 else 1.0)
+        vocabs = {t: counters[t].vocabulary(fs[0].min_count or 1, fs[0].max_size) for t, fs in vocab_tables.items()}
+        return FittedTransform(dense, vocabs, rows)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from smes_rec.evaluation.checkpoint import (
     check_fingerprint,
     data_fingerprint,
+    fitted_transform_for,
     load_run_config,
     resolve_checkpoint,
     run_dir_of,
@@ -140,7 +141,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     """One process, no process group: the model rebuilt unsharded on the CPU, the checkpoint's weights loaded."""
     from smes_rec.train.loop import build_train_wrapper
 
-    data = LoaderSource(run_cfg.data, 0, 1)
+    data = LoaderSource(run_cfg.data, 0, 1, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
     load_model_weights(checkpoint, wrapper)
@@ -158,7 +159,7 @@ def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: T
     from smes_rec.train.loop import ScheduleConfig, Trainer
 
     ctx = init_distributed(run_cfg.device)
-    data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size)
+    data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     trainer = Trainer(data, run_cfg.model, run_cfg.optim, ScheduleConfig(), run_cfg.sharding, run_cfg.data.batch_size,
                       run_dir_of(checkpoint), ctx, progress=False)

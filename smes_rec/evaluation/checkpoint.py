@@ -8,10 +8,13 @@ refuses data whose fingerprint differs, naming every difference.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from smes_rec.data.fitted import META_KEY, FittedTransform, TransformError
+from smes_rec.data.schema import DataError
 from smes_rec.models.sparse import TableSpec
 from smes_rec.train.app import TrainConfig
 from smes_rec.train.checkpoint import CheckpointManager
@@ -22,6 +25,7 @@ __all__ = [
     "SchemaMismatchError",
     "check_fingerprint",
     "data_fingerprint",
+    "fitted_transform_for",
     "load_run_config",
     "resolve_checkpoint",
     "run_dir_of",
@@ -176,3 +180,38 @@ def check_fingerprint(saved: Mapping[str, Any] | None, current: Mapping[str, Any
             f"checkpoint {checkpoint} does not match the data schema:\n  - " + "\n  - ".join(diffs)
             + "\nEvaluate with the data the model was trained on (see --set data.schema=... / data.files=...)"
         )
+
+
+def fitted_transform_for(meta: Mapping[str, Any], checkpoint: str | Path) -> FittedTransform:
+    """The feature transform fitted at training, which evaluation must use whatever files it reads.
+
+    A checkpoint written before transforms were stored has none: it is then refitted, with a warning, on the train
+    split of the *checkpoint's own* data config (not the evaluation's overrides), which reproduces what training
+    computed as long as those files are unchanged.
+
+    Args:
+        meta: The checkpoint's ``meta.json``.
+        checkpoint: The checkpoint folder.
+
+    Returns:
+        The transform.
+
+    Raises:
+        TransformError: A stored transform that does not parse, or an old checkpoint whose training data can no
+            longer be read to refit it.
+    """
+    if META_KEY in meta:
+        return FittedTransform.from_dict(meta[META_KEY], source=f"{checkpoint}/meta.json: {META_KEY}")
+    from smes_rec.data.source import DataSource
+
+    train_data = load_run_config(meta, (), source=str(checkpoint)).data
+    try:
+        source = DataSource.open(train_data)
+        if not source.schema.dense_to_fit and not source.schema.vocab_tables:
+            return FittedTransform()  # nothing was fitted: nothing to differ
+        warnings.warn(f"{checkpoint}: no stored fitted transform (written by an older smes-rec); refitting it on the "
+                      "train split of the checkpoint's own data config", stacklevel=2)
+        return source.fitted_transform()
+    except (ConfigError, DataError, OSError) as e:
+        raise TransformError(f"{checkpoint} stores no fitted transform (written by an older smes-rec) and its "
+                             f"training data cannot be read to refit it: {e}") from None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 
 from smes_rec.data.config import DataConfig
+from smes_rec.data.fitted import load_fitted_transform
 from smes_rec.metrics import TaskMetrics
 from smes_rec.models.factory import ModelConfig
 from smes_rec.train.checkpoint import CheckpointManager
@@ -68,10 +69,13 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
             f"{output} already holds checkpoints: pass --resume to continue that run, or choose another output_dir"
         )
     torch.manual_seed(cfg.seed)
-    data = LoaderSource(cfg.data, ctx.rank, ctx.world_size)
+    # A resumed run keeps the transform fitted at its start (stored in the checkpoint), whatever the files hold now.
+    latest = CheckpointManager(output / "checkpoints").latest() if resume else None
+    fitted = load_fitted_transform(latest) if latest is not None else None
+    data = LoaderSource(cfg.data, ctx.rank, ctx.world_size, fitted)
     record = to_mapping(cfg)
     trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, output, ctx,
-                      config_record=record, progress=progress)
+                      config_record=record, progress=progress, fitted=data.fitted)
     resumed = resume and trainer.restore()
     if ctx.rank == 0:
         print(f"smes-rec: {cfg.model.arch} on {ctx.world_size} process(es), {ctx.device}; "

@@ -8,6 +8,7 @@ import torch.distributed as dist
 
 from smes_rec.data.batch import Batch
 from smes_rec.data.config import DataConfig
+from smes_rec.data.fitted import FittedTransform
 from smes_rec.data.loader import BatchLoader, build_dataloader
 from smes_rec.data.source import DataSource
 
@@ -17,27 +18,34 @@ __all__ = ["LoaderSource"]
 class LoaderSource:
     """One rank's view of a data set: its shape, and resumable batch iterators per split.
 
-    Rank 0 opens the data first (generating the synthetic data or statistics into the cache), then the others
-    read what it wrote, so no two processes write the same cache files.
+    Rank 0 opens the data first (generating the synthetic data or fitting the transform into the cache), then the
+    others read what it wrote, so no two processes write the same cache files.
 
     Args:
         cfg: The data config.
         rank: This rank.
         world_size: The number of ranks.
+        fitted: The transform fitted at training (from a checkpoint): used as it is. None: fit it on the train
+            split (a new training run).
+
+    Attributes:
+        fitted: The fitted transform the batches are built with (stored with every checkpoint).
     """
 
-    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: DataConfig, rank: int = 0, world_size: int = 1, fitted: FittedTransform | None = None):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         if rank == 0:
-            self.source = DataSource.open(cfg)
+            self.source = DataSource.open(cfg, fitted)
+            self.fitted = self.source.fitted_transform()
         if dist.is_initialized():
             dist.barrier()
         if rank != 0:
-            self.source = DataSource.open(cfg)
+            self.source = DataSource.open(cfg, fitted)
+            self.fitted = self.source.fitted_transform()
         schema = self.source.schema
         self.task_names = schema.task_names
         self.feature_names = schema.sparse_feature_names
-        self.tables = tuple(schema.tables())
+        self.tables = tuple(schema.tables(self.fitted.vocab_sizes()))
         self.num_dense = schema.num_dense
         self._loaders: dict[str, BatchLoader] = {}
 

@@ -21,6 +21,8 @@ from torchrec.distributed.train_pipeline import EvalPipelineSparseDist, TrainPip
 from tqdm import tqdm
 
 from smes_rec.data.batch import Batch
+from smes_rec.data.fitted import META_KEY as FITTED_KEY
+from smes_rec.data.fitted import FittedTransform
 from smes_rec.metrics import MultiTaskEvaluator, TaskMetrics
 from smes_rec.models.factory import ModelConfig, build_ranker
 from smes_rec.models.sparse import TableSpec
@@ -193,6 +195,8 @@ class Trainer:
         ctx: This process's distributed context.
         config_record: The whole run configuration as plain data, saved in every checkpoint.
         progress: Show a tqdm bar on rank 0.
+        fitted: The feature transform fitted on the train split, saved in every checkpoint's ``meta.json`` (under
+            ``smes_rec.data.fitted.META_KEY``) for evaluation and serving.
     """
 
     def __init__(
@@ -207,8 +211,10 @@ class Trainer:
         ctx: DistContext,
         config_record: Mapping[str, Any] | None = None,
         progress: bool = True,
+        fitted: FittedTransform | None = None,
     ):
         self.data = data
+        self.fitted = fitted
         self.schedule = schedule
         self.ctx = ctx
         self.output_dir = Path(output_dir)
@@ -276,6 +282,8 @@ class Trainer:
             "config": self.config_record,
             "history": self.history,
         }
+        if self.fitted is not None:
+            meta[FITTED_KEY] = self.fitted.to_dict()
         return self.checkpoints.save(self.step, self.model, self.optimizer, meta)
 
     # ---------------------------------------------------------------- evaluation

@@ -50,7 +50,7 @@ def test_subset_loads_with_user_features_joined(shared_data: Path, tmp_path: Pat
     dense = torch.cat([b.dense_features for b in batches])[real]
     assert bool(torch.isfinite(dense).all())
     col = source.schema.dense_feature_names.index("register_days")
-    train_mean, train_std = source.dense_stats()["register_days"]
+    train_mean, train_std = source.fitted_transform().dense["register_days"]
     assert 14 <= train_mean <= 3650 and train_std > 0
     assert abs(float(dense[:, col].mean())) < 0.2
 

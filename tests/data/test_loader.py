@@ -72,7 +72,7 @@ def test_order_is_deterministic_per_seed_and_epoch(synthetic_dir: Path, tmp_path
 @pytest.mark.dist
 def test_worker_count_does_not_change_the_batches(synthetic_dir: Path, tmp_path: Path) -> None:
     source = _source(synthetic_dir, tmp_path)
-    source.dense_stats()
+    source.fitted_transform()
     inline = list(build_dataloader(_cfg(), "train", source=source))
     workers = list(build_dataloader(_cfg(num_workers=2), "train", source=source))
     assert len(inline) == len(workers)
@@ -87,7 +87,7 @@ def test_worker_count_does_not_change_the_batches(synthetic_dir: Path, tmp_path:
 def test_workers_start_in_the_thread_that_calls_iter(synthetic_dir: Path, tmp_path: Path) -> None:
     """``iter(loader)`` forks the workers itself, so a consumer on another thread (the eval pipeline's) never forks."""
     source = _source(synthetic_dir, tmp_path)
-    source.dense_stats()
+    source.fitted_transform()
     loader = build_dataloader(_cfg(num_workers=2), "train", source=source)
     before = {p.pid for p in mp.active_children()}
     batches = iter(loader)
@@ -136,7 +136,7 @@ def test_resume_continues_where_it_stopped(synthetic_dir: Path, tmp_path: Path) 
 def test_dense_statistics_come_from_the_train_split_and_are_cached(synthetic_dir: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     source = _source(synthetic_dir, tmp_path)
-    stats = source.dense_stats()
+    stats = source.fitted_transform().dense
     assert set(stats) == {"register_days", "server_width", "server_height", "hour"}
     # The reference: the train rows' raw values with numpy.
     hours = []
@@ -149,8 +149,8 @@ def test_dense_statistics_come_from_the_train_split_and_are_cached(synthetic_dir
     assert stats["hour"][1] == pytest.approx(hours.std(), rel=1e-9)
     assert len(list((tmp_path / "stats").glob("*.json"))) == 1
     # Another process (here: a new source) reads the cached numbers instead of recomputing them.
-    monkeypatch.setattr(DataSource, "compute_dense_stats", lambda *a, **k: pytest.fail("recomputed"))
-    assert _source(synthetic_dir, tmp_path).dense_stats() == stats
+    monkeypatch.setattr(DataSource, "fit_transform", lambda *a, **k: pytest.fail("recomputed"))
+    assert _source(synthetic_dir, tmp_path).fitted_transform().dense == stats
     # Standardised training features have mean ~0 and std ~1.
     batches = list(build_dataloader(_cfg(), "train", source=source))
     dense = torch.cat([b.dense_features for b in batches])
@@ -213,7 +213,7 @@ def _rank_main(directory: str, cache: str, rank: int, out: str) -> None:
 
 @pytest.mark.dist
 def test_two_processes_see_every_row_once(synthetic_dir: Path, tmp_path: Path) -> None:
-    _source(synthetic_dir, tmp_path).dense_stats()  # computed once; the ranks read the cache
+    _source(synthetic_dir, tmp_path).fitted_transform()  # computed once; the ranks read the cache
     ctx = mp.get_context("fork")  # each rank still opens its own DataSource; fork only skips re-importing torch
     procs = [ctx.Process(target=_rank_main, args=(str(synthetic_dir), str(tmp_path), r, str(tmp_path / f"{r}.json")))
              for r in range(2)]
