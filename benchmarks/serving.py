@@ -8,7 +8,7 @@ request (interleaved, so machine noise hits every candidate alike), and the tabl
 requests, throughput (candidates/s at p50), package size and peak RSS (a fresh ``python -I`` per package that
 imports only torch and fbgemm_gpu, loads it and serves C_max-candidate requests).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/serving.py            # the E = 64 shape, ~10 min on 2 cores
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/serving.py            # E = 64, D = 128: ~10 min on 2 cores
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/serving.py --quick    # smaller experts, under 3 minutes
 
 Compare ratios, not absolute times: these machines are shared and noisy.
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -133,14 +134,16 @@ def time_requests(models: dict[str, torch.jit.ScriptModule], C: int, n: int, row
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller experts (D=128, 64->32): under 3 minutes")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller experts (D=64, 32->16) and tables (10k rows): under 3 minutes")
     parser.add_argument("--experts", type=int, default=64)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--k-shared", type=int, default=2)
     parser.add_argument("--k-adaptive", type=int, default=1)
-    parser.add_argument("--in-features", type=int, default=None, help="D, the bottom output (256; quick 128)")
-    parser.add_argument("--expert-layers", type=int, nargs="+", default=None, help="(128 64; quick 64 32)")
-    parser.add_argument("--table-rows", type=int, default=100_000)
+    parser.add_argument("--in-features", type=int, default=None, help="D, the bottom output (128; quick 64)")
+    parser.add_argument("--expert-layers", type=int, nargs="+", default=None,
+                        help="expert widths (128 64; quick 32 16)")
+    parser.add_argument("--table-rows", type=int, default=None, help="rows of every table (100k; quick 10k)")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--candidates", type=int, nargs="+", default=[64, 512, 2048])
     parser.add_argument("--requests", type=int, default=200)
@@ -149,15 +152,18 @@ def main() -> None:
     parser.add_argument("--embeddings", nargs="+", default=["fp32", "int8"], choices=["fp32", "fp16", "int8"])
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    args.in_features = args.in_features or (128 if args.quick else 256)
-    args.expert_layers = args.expert_layers or ([64, 32] if args.quick else [128, 64])
+    args.in_features = args.in_features or (64 if args.quick else 128)
+    args.expert_layers = args.expert_layers or ([32, 16] if args.quick else [128, 64])
+    args.table_rows = args.table_rows or (10_000 if args.quick else 100_000)
     started = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths, mean_u = export_all(args, folder)
         torch.save(request(max(args.candidates), args.table_rows, 0), folder / "request.pt")
-        rss = {name: peak_rss_mb(p, folder / "request.pt") for name, p in tqdm(paths.items(), desc="peak RSS")}
+        with ThreadPoolExecutor(2) as pool:  # two fresh processes at a time; nothing is timed meanwhile
+            rss = dict(zip(paths, tqdm(pool.map(lambda p: peak_rss_mb(p, folder / "request.pt"), paths.values()),
+                                       total=len(paths), desc="peak RSS"), strict=True))
         size = {name: p.stat().st_size / 1e6 for name, p in paths.items()}
         models = {name: torch.jit.load(str(p)).eval() for name, p in paths.items()}
         results = []

@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from smes_rec.evaluation.checkpoint import check_fingerprint, data_fingerprint, load_run_config, resolve_checkpoint
+from smes_rec.evaluation.checkpoint import (
+    check_fingerprint,
+    data_fingerprint,
+    fitted_transform_for,
+    load_run_config,
+    resolve_checkpoint,
+)
 from smes_rec.models.ranker import Ranker
-from smes_rec.serving.transform import FrozenTransform, fitted_transform
+from smes_rec.serving.transform import FrozenTransform
 from smes_rec.train.app import TrainConfig
 from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
 from smes_rec.train.data import LoaderSource
@@ -49,9 +55,10 @@ def load_checkpoint(checkpoint: str | Path) -> LoadedCheckpoint:
     path = resolve_checkpoint(checkpoint)
     meta = CheckpointManager.read_meta(path)
     cfg = load_run_config(meta, source=str(path))
-    data = LoaderSource(cfg.data, 0, 1)
+    data = LoaderSource(cfg.data, 0, 1, fitted_transform_for(meta, path))  # the checkpoint's, never refitted
     check_fingerprint(meta.get("data_fingerprint"),
                       data_fingerprint(data.task_names, data.feature_names, data.tables, data.num_dense), path)
     wrapper = build_train_wrapper(cfg.model, data, "cpu")
     load_model_weights(path, wrapper)
-    return LoadedCheckpoint(path, meta, cfg, wrapper.model.eval(), data, fitted_transform(data.source))
+    return LoadedCheckpoint(path, meta, cfg, wrapper.model.eval(), data,
+                            FrozenTransform(data.source.schema, data.fitted))

@@ -103,6 +103,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, embeddings: str =
     torch.save(scored, out / "example_outputs.pt")
     save_transform(loaded.transform, out / "transform")
     schema = loaded.transform.schema
+    table_of = {name: t for t in data.tables for name in t.feature_names}
     manifest = {
         "format": PACKAGE_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -110,8 +111,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, embeddings: str =
         "embeddings": embeddings,
         "tasks": list(data.task_names),
         "features": {
-            "sparse": [{"name": f.name, "table": f.table_name, "num_embeddings": f.num_embeddings, "dim": f.dim}
-                       for f in schema.sparse],
+            "sparse": [{"name": f.name, "table": table_of[f.name].name, "ids": f.ids,
+                        "num_embeddings": table_of[f.name].num_embeddings, "dim": table_of[f.name].dim}
+                       for f in schema.sparse],  # in KJT key order
             "dense": list(schema.dense_feature_names),
         },
         "inputs": [

@@ -111,8 +111,7 @@ class RowReader:
         if key not in self._processors:
             present = tuple(info.column_names) + tuple(c for c in self._label_only if c not in info.column_names)
             plan = ColumnPlan.build(self.schema, present, info.path)
-            stats = self.transform.dense_stats
-            self._processors[key] = (plan, _FeaturesOnly(self.schema, plan, stats))
+            self._processors[key] = (plan, _FeaturesOnly(self.schema, plan, self.transform.fitted))
         return self._processors[key]
 
     def read(self, f: InputFile, u: int, select: np.ndarray | None = None) -> RowChunk:
