@@ -161,7 +161,7 @@ def main() -> None:
         folder = Path(tmp)
         paths, mean_u = export_all(args, folder)
         torch.save(request(max(args.candidates), args.table_rows, 0), folder / "request.pt")
-        with ThreadPoolExecutor(2) as pool:  # two fresh processes at a time; nothing is timed meanwhile
+        with ThreadPoolExecutor(len(paths)) as pool:  # one fresh process each, all at once: nothing is timed yet
             rss = dict(zip(paths, tqdm(pool.map(lambda p: peak_rss_mb(p, folder / "request.pt"), paths.values()),
                                        total=len(paths), desc="peak RSS"), strict=True))
         size = {name: p.stat().st_size / 1e6 for name, p in paths.items()}
@@ -184,7 +184,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['model']} | {r['threads']} | {r['C']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-              f"| {r['cand_per_s']:.0f} | {r['size_mb']:.1f} | {r['rss_mb']:.0f} |")
+              f"| {r['cand_per_s']:.0f} | {r['size_mb']:.2f} | {r['rss_mb']:.0f} |")
     by = {(r["model"], r["threads"], r["C"]): r for r in results}
     print("\nSMES p99 ratios (goal: <= 0.5 x MMoE(E), <= 1.2 x equal-FLOP MMoE)\n")
     print("| embeddings | threads | C | SMES/MMoE(E) p99 | SMES/MMoE(E') p99 | SMES/naive top-K p99 |")
