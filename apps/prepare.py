@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from smes_rec.data.config import SyntheticConfig
-from smes_rec.data.features import FeatureProcessor
-from smes_rec.data.hashing import canonical_ids
-from smes_rec.data.readers import iter_batches, read_side_table, resolve_join, side_table_columns
-from smes_rec.data.schema import DataError, load_schema
+from smes_rec.data.features import FeatureProcessor, parse_numbers
+from smes_rec.data.hashing import bucketize_ids, canonical_ids
+from smes_rec.data.readers import RowContext, iter_batches, read_side_table, resolve_join, side_table_columns
+from smes_rec.data.schema import DEFAULT_NULL_VALUES, DataError, load_schema
 from smes_rec.data.source import DataSource
 from smes_rec.data.synthetic import generate
 from smes_rec.utils.config import ConfigError, to_mapping
@@ -42,6 +42,10 @@ _INT_TEXT = r"^\s*-?[0-9]{1,18}\s*$"
 def validate(schema_path: str, files: Sequence[str] = (), data_root: str | None = None,
              max_rows: int | None = None, out=sys.stdout) -> int:
     """Processes the data through the schema and prints statistics.
+
+    Missing counts are taken after ``strip`` and ``null_values`` (printed, with a note when they are the default):
+    the column table and the feature tables count the same cells. Hashed features whose distinct values share
+    buckets get a warning with the count.
 
     Args:
         schema_path: The schema file.
@@ -64,13 +68,24 @@ def validate(schema_path: str, files: Sequence[str] = (), data_root: str | None 
               f"{len(info.column_names)} columns)", file=out)
     for i, j in enumerate(schema.joins):
         print(f"join    {resolve_join(schema, j, i)} on {j.key}", file=out)
+    default = schema.null_values == DEFAULT_NULL_VALUES
+    print(f"nulls   text cells {list(schema.null_values)} are missing values"
+          + (" (the default null_values; set `null_values` in the schema if one of them is a real category, "
+             "e.g. NA)" if default else " (the schema's null_values)"), file=out)
+    if source.num_rows == 0:
+        print("rows    0: the data files hold no data rows (header only); nothing to validate", file=out)
+        return 0
     # Fitted on every row read here (validate has no train split), so every row goes through the pipeline.
-    processor = FeatureProcessor(schema, source.plan, source.fit_transform("all"))
+    fitted = source.fit_transform("all")
+    processor = FeatureProcessor(schema, source.plan, fitted)
+    sizes = {t.name: t.num_embeddings for t in schema.tables(fitted.vocab_sizes())}
     col_stats = {c: _ColumnStats(source.kinds.get(c, "text")) for c in source.plan.log_columns}
     n_sparse = len(schema.sparse)
     ids_per_row = np.zeros(n_sparse)
-    empty_rows = np.zeros(n_sparse)
-    buckets = [np.zeros(min(f.num_embeddings or 1, 1 << 24), dtype=bool) for f in schema.sparse]
+    empty_rows = np.zeros(n_sparse, dtype=np.int64)
+    buckets = [np.zeros(min(sizes[f.table_name], 1 << 24), dtype=bool) for f in schema.sparse]
+    hashed = {i: np.zeros(0, np.uint64) for i, f in enumerate(schema.sparse) if f.ids == "hash" and not f.boundaries}
+    dense_missing = np.zeros(schema.num_dense, dtype=np.int64)
     dense_sum = np.zeros(schema.num_dense)
     dense_sq = np.zeros(schema.num_dense)
     dense_min = np.full(schema.num_dense, np.inf)
@@ -82,13 +97,19 @@ def validate(schema_path: str, files: Sequence[str] = (), data_root: str | None 
         table, ctx = source.read(u, "all")
         if max_rows is not None and rows + table.num_rows > max_rows:
             table, ctx = source.read(u, "all", 0, max_rows - rows)
+        cols = processor(table, ctx)  # first: a bad row stops here with the error training would raise
         for c, st in col_stats.items():
-            st.update(table.column(c))
-        cols = processor(table, ctx)
+            st.update(processor.clean_cells(table.column(c)), ctx, c, schema.null_values)
         for f, (lengths, values) in enumerate(zip(cols.lengths, cols.values, strict=True)):
             ids_per_row[f] += lengths.sum()
             empty_rows[f] += (lengths == 0).sum()
             buckets[f][values[values < len(buckets[f])]] = True
+            if f in hashed and len(hashed[f]) < _MAX_DISTINCT:
+                feat = schema.sparse[f]
+                hashed[f] = np.union1d(hashed[f], processor.sparse_hashes(feat, processor.cells(feat.column, table)))
+        for d, feat in enumerate(schema.dense):
+            raw = parse_numbers(processor.cells(feat.column, table), ctx, feat.column, schema.null_values)
+            dense_missing[d] += int(np.isnan(raw).sum())
         dense_sum += cols.dense.sum(0, dtype=np.float64)
         dense_sq += (cols.dense.astype(np.float64) ** 2).sum(0)
         if len(cols.dense):
@@ -100,34 +121,53 @@ def validate(schema_path: str, files: Sequence[str] = (), data_root: str | None 
         rows += table.num_rows
         if max_rows is not None and rows >= max_rows:
             break
-    print(f"rows    {rows:,}" + (f"  groups {len(groups):,}" if schema.group else ""), file=out)
-    print("\nlog columns", file=out)
+    print(f"rows    {rows:,}" + (f"  groups {len(groups):,}" if schema.group else "  (no group column)"), file=out)
+    print("\nlog columns (missing: empty or null_values cells, after strip)", file=out)
     print(f"  {'column':<28}{'kind':<8}{'missing':>10}{'distinct':>12}  range / mean", file=out)
     for c, st in col_stats.items():
         kind = "number" if st.kind == "number" else "id"
         print(f"  {c:<28}{kind:<8}{st.missing:>10,}{st.distinct_text():>12}  {st.summary()}", file=out)
-    print("\nsparse features", file=out)
-    print(f"  {'feature':<28}{'table':<24}{'buckets':>10}{'used':>10}{'ids/row':>9}{'empty':>8}", file=out)
+    print("\nsparse features (missing: rows with an empty bag)", file=out)
+    print(f"  {'feature':<28}{'table':<24}{'ids':<10}{'rows':>10}{'used':>10}{'ids/row':>9}{'missing':>10}",
+          file=out)
     for f, feat in enumerate(schema.sparse):
-        print(f"  {feat.name:<28}{feat.table_name:<24}{feat.num_embeddings:>10,}{int(buckets[f].sum()):>10,}"
-              f"{ids_per_row[f] / max(rows, 1):>9.2f}{empty_rows[f] / max(rows, 1):>8.1%}", file=out)
-    print("\ndense features (after transform)", file=out)
-    print(f"  {'feature':<28}{'transform':<12}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}", file=out)
+        mode = "bucket" if feat.boundaries else feat.ids
+        print(f"  {feat.name:<28}{feat.table_name:<24}{mode:<10}{sizes[feat.table_name]:>10,}"
+              f"{int(buckets[f].sum()):>10,}{ids_per_row[f] / rows:>9.2f}{int(empty_rows[f]):>10,}", file=out)
+    warnings = []
+    for f, h in hashed.items():
+        feat = schema.sparse[f]
+        used = len(np.unique(bucketize_ids(h, sizes[feat.table_name])))
+        if used < len(h):
+            more = "+" if len(h) >= _MAX_DISTINCT else ""
+            warnings.append(f"warning: hashing merges {len(h) - used:,}{more} distinct values of sparse feature "
+                            f"{feat.name!r} (column {feat.column!r}): {len(h):,}{more} distinct values land in "
+                            f"{used:,} of {sizes[feat.table_name]:,} buckets; `ids: vocab` (or `ids: identity` for "
+                            "small integer ids) gives exact ids")
+    print("\ndense features (after transform; missing: cells before `fill`)", file=out)
+    print(f"  {'feature':<28}{'transform':<12}{'missing':>10}{'mean':>10}{'std':>10}{'min':>10}{'max':>10}",
+          file=out)
     for d, feat in enumerate(schema.dense):
-        mean = dense_sum[d] / max(rows, 1)
-        std = np.sqrt(max(dense_sq[d] / max(rows, 1) - mean**2, 0.0))
-        print(f"  {feat.name:<28}{feat.transform:<12}{mean:>10.4g}{std:>10.4g}{dense_min[d]:>10.4g}"
-              f"{dense_max[d]:>10.4g}", file=out)
+        mean = dense_sum[d] / rows
+        std = np.sqrt(max(dense_sq[d] / rows - mean**2, 0.0))
+        print(f"  {feat.name:<28}{feat.transform:<12}{int(dense_missing[d]):>10,}{mean:>10.4g}{std:>10.4g}"
+              f"{dense_min[d]:>10.4g}{dense_max[d]:>10.4g}", file=out)
     print("\ntasks", file=out)
     print(f"  {'task':<28}{'column':<24}{'positives':>12}{'rate':>10}", file=out)
     for t, task in enumerate(schema.tasks):
-        print(f"  {task.name:<28}{task.column:<24}{int(positives[t]):>12,}{positives[t] / max(rows, 1):>10.4%}",
-              file=out)
+        print(f"  {task.name:<28}{task.column:<24}{int(positives[t]):>12,}{positives[t] / rows:>10.4%}", file=out)
+    if warnings:
+        print("", file=out)
+        for w in warnings:
+            print(w, file=out)
     return rows
 
 
+_MAX_DISTINCT = 2_000_000  # distinct values tracked per hashed feature for the collision warning
+
+
 class _ColumnStats:
-    """Streaming statistics of one raw column."""
+    """Streaming statistics of one raw column (cells cleaned as the features see them)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -135,21 +175,24 @@ class _ColumnStats:
         self.lo, self.hi, self.total, self.count = np.inf, -np.inf, 0.0, 0
         self.distinct: set[int] | None = set()
 
-    def update(self, values: pa.ChunkedArray) -> None:
+    def update(self, values: pa.Array, ctx: RowContext, column: str, null_values: Sequence[str]) -> None:
         self.rows += len(values)
-        self.missing += values.null_count
         if self.kind == "number":
-            x = pc.fill_null(pc.cast(values, pa.float64()), np.nan).to_numpy()
+            x = parse_numbers(values, ctx, column, null_values)
+            self.missing += int(np.isnan(x).sum())
             x = x[~np.isnan(x)]
             if len(x):
                 self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
                 self.total += float(x.sum())
                 self.count += len(x)
-        if self.distinct is not None:
+        if self.distinct is not None or self.kind != "number":
             key, _, valid = canonical_ids(values)
-            self.distinct.update(np.unique(key[valid]).tolist())
-            if len(self.distinct) > 1_000_000:
-                self.distinct = None
+            if self.kind != "number":
+                self.missing += int((~valid).sum())
+            if self.distinct is not None:
+                self.distinct.update(np.unique(key[valid]).tolist())
+                if len(self.distinct) > 1_000_000:
+                    self.distinct = None
 
     def distinct_text(self) -> str:
         return f"{len(self.distinct):,}" if self.distinct is not None else ">1,000,000"
@@ -264,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {len(files)} log file(s) and side tables to {args.out}")
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an unreadable or unwritable file: the message names it, no traceback
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
     return 0
 

@@ -43,6 +43,7 @@ class _Cached:
     def __init__(self, source: LoaderSource, num_batches: int):
         self.task_names, self.feature_names = source.task_names, source.feature_names
         self.tables, self.num_dense = source.tables, source.num_dense
+        self.has_groups = source.has_groups
         self.cache = list(itertools.islice(source.batches("train", 0, 0), num_batches))
 
     def batches(self, split: str, epoch: int, skip: int):

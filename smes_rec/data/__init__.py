@@ -9,6 +9,8 @@ Typical use::
 
 from smes_rec.data.batch import Batch
 from smes_rec.data.config import DataConfig, SplitConfig, SyntheticConfig
+from smes_rec.data.features import FeatureProcessor
+from smes_rec.data.fitted import FittedTransform, TransformError, load_fitted_transform
 from smes_rec.data.loader import BatchLoader, build_dataloader
 from smes_rec.data.schema import (
     DataError,
@@ -32,14 +34,18 @@ __all__ = [
     "DataSource",
     "DatasetSchema",
     "DenseFeature",
+    "FeatureProcessor",
+    "FittedTransform",
     "Join",
     "SparseFeature",
     "SplitConfig",
     "SyntheticConfig",
     "TableSpec",
     "Task",
+    "TransformError",
     "build_dataloader",
     "generate_synthetic",
+    "load_fitted_transform",
     "load_schema",
     "synthetic_schema",
 ]

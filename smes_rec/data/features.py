@@ -409,7 +409,7 @@ class FeatureProcessor:
                                     "finite")
                 weights[t] *= w
         if self.schema.group:
-            g_N, ok = group_ids(self._text(column(self.schema.group)), self.schema.strip)
+            g_N, ok = group_ids(self.clean_cells(column(self.schema.group)), self.schema.strip)
             if not ok.all():
                 i = int(np.flatnonzero(~ok)[0])
                 raise DataError(f"{ctx.where(i, self.schema.group)}: missing group id")
@@ -425,8 +425,9 @@ class FeatureProcessor:
         rows = side.rows(table.column(side.join.key), self.schema.strip)
         return raw_dense(f, pa.array(side.numbers[f.column][rows], from_pandas=True), ctx, self.schema.null_values)
 
-    def _text(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """Applies ``strip`` and ``null_values`` to text (once per distinct value for dictionary columns)."""
+    def clean_cells(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """Applies ``strip`` and ``null_values`` to text (once per distinct value for dictionary columns): what
+        every feature and label sees; other types are returned as they are."""
         values = _as_array(values)
         t = values.type
         if pa.types.is_dictionary(t) and _is_text(t.value_type):
@@ -482,8 +483,8 @@ class FeatureProcessor:
                     text = text.cast(pa.string())
                 values = pc.split_pattern(text, f.separator)
             flat = pc.list_flatten(values)
-            return self._text(flat), np.asarray(pc.list_parent_indices(values))
-        return self._text(values), None
+            return self.clean_cells(flat), np.asarray(pc.list_parent_indices(values))
+        return self.clean_cells(values), None
 
     def _ids(self, f: SparseFeature, cells: pa.Array, ctx: RowContext, parents: np.ndarray | None
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -564,7 +565,7 @@ class FeatureProcessor:
             x = parse_numbers(values, ctx, task.column, null_values=self.schema.null_values)
             self._check_present(np.isnan(x), ctx, task)
             return (x > task.threshold).astype(np.float32)
-        values = self._text(values)
+        values = self.clean_cells(values)
         if _is_text(values.type):
             values = pc.dictionary_encode(values)  # labels take few distinct values: match each once
         self._check_present(np.asarray(pc.is_null(values)), ctx, task)

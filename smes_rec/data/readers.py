@@ -354,6 +354,10 @@ def _chunks(path: str, gz: bool, ckey: tuple[str, int, int]) -> Iterator[tuple[i
             if pos - last >= _GZ_CHECKPOINT:
                 checkpoints.append((comp, pos, zlib.decompressobj(31) if d.eof else d.copy()))
                 last = pos
+        if not d.eof:  # zlib does not raise on a stream that stops early: a cut file would read as fewer rows
+            raise DataError(f"{path}: the gzip data ends early (a truncated or incomplete file): its last member "
+                            f"stops after {comp:,} compressed bytes ({pos:,} bytes decompressed); re-copy or "
+                            "re-download the file")
         _TextIndex._checkpoints[ckey] = checkpoints
 
 
@@ -392,6 +396,9 @@ def _read_text_range(info: FileInfo, start: int, end: int) -> bytes:
             if hi > lo:
                 out += data[lo:hi]
             pos += len(data)
+    if pos < end:
+        raise DataError(f"{info.path}: the gzip data ends at byte {pos:,} of the {end:,} indexed (the file changed "
+                        "or is truncated)")
     return bytes(out)
 
 
@@ -440,7 +447,11 @@ def read_unit(
         text = tuple(c for c in columns if kinds.get(c) != "number" and _is_flat_text(arrow_schema.field(c).type))
         # Text columns come back dictionary-encoded, so each distinct value is cleaned and hashed once.
         pf = _parquet_file(info.path, text)
-        return pf.read_row_group(unit.start, columns=list(columns), use_threads=False)
+        try:
+            return pf.read_row_group(unit.start, columns=list(columns), use_threads=False)
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{info.path}: row group {unit.start} (rows {unit.row_start + 1}.."
+                            f"{unit.row_start + unit.num_rows}) cannot be read, the file is corrupt: {e}") from e
     data = _read_text_range(info, unit.start, unit.end)
     try:
         table = _parse_csv(info, unit, data, columns, kinds, null_values)
@@ -531,7 +542,10 @@ def read_side_table(schema: DatasetSchema, join: Join, index: int, columns: Sequ
     path = resolve_join(schema, join, index)
     fmt = infer_format(path)
     if fmt == "parquet":
-        return pq.read_table(path, columns=list(columns) if columns is not None else None), path
+        try:
+            return pq.read_table(path, columns=list(columns) if columns is not None else None), path
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{path}: not a readable Parquet file (joins[{index}]): {e}") from e
     delimiter = join.delimiter or ("\t" if fmt == "tsv" else ",")
     names = None
     if columns is None:
@@ -550,6 +564,8 @@ def read_side_table(schema: DatasetSchema, join: Join, index: int, columns: Sequ
         if bad:
             raise _field_count_error(path, bad[0]) from None
         raise DataError(f"{path}: {e}") from e
+    except OSError as e:  # e.g. "Truncated compressed stream" from a cut .gz file
+        raise DataError(f"{path}: cannot be read (a truncated or corrupt file?): {e}") from e
     return table, path
 
 
@@ -593,8 +609,11 @@ def side_table_columns(path: str, delimiter: str | None) -> tuple[str, ...]:
 
 def _first_line(path: str) -> bytes:
     opener = _gz_open if path.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
-        return f.readline().rstrip(b"\r\n")
+    try:
+        with opener(path, "rb") as f:
+            return f.readline().rstrip(b"\r\n")
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the header line (a truncated or corrupt file?): {e}") from e
 
 
 def _gz_open(path: str, mode: str):
@@ -623,9 +642,13 @@ def iter_batches(
     wanted = list(columns) if columns is not None else list(info.column_names)
     if info.format == "parquet":
         row = 0
-        for batch in _parquet_file(info.path).iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False):
-            yield row, batch
-            row += batch.num_rows
+        try:
+            for batch in _parquet_file(info.path).iter_batches(batch_size=batch_rows, columns=wanted,
+                                                               use_threads=False):
+                yield row, batch
+                row += batch.num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{info.path}: after data row {row}: cannot be read, the file is corrupt: {e}") from e
         return
     bad: list = []
     row = 0
@@ -648,3 +671,6 @@ def iter_batches(
         if bad:
             raise _field_count_error(info.path, bad[0]) from None
         raise DataError(f"{info.path}: after data row {row}: {e}") from e
+    except OSError as e:  # pyarrow's "Truncated compressed stream" for a cut .gz file, I/O errors
+        raise DataError(f"{info.path}: after data row {row}: cannot be read (a truncated or corrupt file?): "
+                        f"{e}") from e

@@ -20,6 +20,7 @@ from typing import Literal, NamedTuple
 from smes_rec.utils.config import load_yaml
 
 __all__ = [
+    "DEFAULT_NULL_VALUES",
     "DataError",
     "DatasetSchema",
     "DenseFeature",
@@ -37,7 +38,7 @@ IdMode = Literal["hash", "vocab", "identity"]
 
 # Feature and table names become KeyedJaggedTensor keys and torch module names, which must not contain dots.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DEFAULT_NULLS = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None")
+DEFAULT_NULL_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None")
 
 
 class DataError(ValueError):
@@ -291,7 +292,7 @@ class DatasetSchema:
     header: bool = True
     columns: tuple[str, ...] | None = None
     strip: bool = False
-    null_values: tuple[str, ...] = _DEFAULT_NULLS
+    null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
     files: tuple[str, ...] = ()
     data_root: str | None = None
     joins: tuple[Join, ...] = ()

@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 from smes_rec.data.cache import cache_key, default_cache_dir, locked
 from smes_rec.data.config import SPLITS, DataConfig, SplitConfig
 from smes_rec.data.features import ColumnPlan, FeatureProcessor, parse_numbers
-from smes_rec.data.fitted import FittedTransform
+from smes_rec.data.fitted import FittedTransform, TransformError
 from smes_rec.data.hashing import fmix64, hash_text
 from smes_rec.data.readers import FileInfo, RowContext, Unit, read_unit, resolve_files, resolve_join, scan_file
-from smes_rec.data.schema import DataError, DatasetSchema, load_schema, with_data_root
+from smes_rec.data.schema import DataError, DatasetSchema, DenseFeature, load_schema, with_data_root
 from smes_rec.data.vocab import VocabCounter
 from smes_rec.utils.config import ConfigError
 
@@ -139,6 +139,7 @@ class DataSource:
         Raises:
             ConfigError: For missing files or columns.
             DataError: For unreadable files.
+            TransformError: When ``fitted`` lacks statistics or a vocabulary the schema needs.
         """
         split = split or SplitConfig()
         infos, units = [], []
@@ -157,8 +158,12 @@ class DataSource:
                     use = plan.uses.get(c, "split.column")
                     raise DataError(f"{info.path}: missing column {c!r} (used by {use}); the file has columns "
                                     f"{list(info.column_names)}")
-        if fitted is not None:
-            schema.tables(fitted.vocab_sizes())  # every vocabulary the schema needs is there
+        if fitted is not None:  # it must hold everything the schema fits
+            missing = [f"dense feature {f.name!r}" for f in schema.dense_to_fit if f.name not in fitted.dense]
+            missing += [f"vocabulary of table {t!r}" for t in schema.vocab_tables if t not in fitted.vocabularies]
+            if missing:
+                raise TransformError(f"the fitted transform has no {', no '.join(missing)}: the schema fits more than "
+                                     "the model was trained with")
         return cls(schema, tuple(infos), tuple(units), plan, split, cache_dir or default_cache_dir(), fitted)
 
     # ----------------------------------------------------------------------------------------------- processing
@@ -373,8 +378,11 @@ class DataSource:
             table, ctx = self.read(u, split, table=self.read_unit(u, log_needed))
             for f in todo:
                 x = processor.raw_dense_column(f, table, ctx)
-                n_b, mean_b = len(x), float(x.mean())
-                m2_b = float(((x - mean_b) ** 2).sum())
+                with np.errstate(over="ignore", invalid="ignore"):
+                    n_b, mean_b = len(x), float(x.mean())
+                    m2_b = float(((x - mean_b) ** 2).sum())
+                if not (np.isfinite(mean_b) and np.isfinite(m2_b)):
+                    _blame_dense(f, x, ctx)
                 n_a, mean_a, m2_a = acc[f.name]
                 n = n_a + n_b
                 delta = mean_b - mean_a
@@ -394,3 +402,12 @@ class DataSource:
             dense[f.name] = (mean, std if std > 0 else 1.0)
         vocabs = {t: counters[t].vocabulary(fs[0].min_count or 1, fs[0].max_size) for t, fs in vocab_tables.items()}
         return FittedTransform(dense, vocabs, rows)
+
+
+def _blame_dense(f: DenseFeature, x: np.ndarray, ctx: RowContext) -> None:
+    """Raises for the row whose value makes a ``standardize`` feature's statistics non-finite."""
+    bad = ~np.isfinite(x)
+    i = int(np.flatnonzero(bad)[0]) if bad.any() else int(np.argmax(np.abs(x)))
+    why = "is not finite" if bad.any() else "is so large that the standardisation statistics overflow"
+    raise DataError(f"{ctx.where(i, f.column)}: value {float(x[i])!r} {why} (dense feature {f.name!r}, transform "
+                    "'standardize')")

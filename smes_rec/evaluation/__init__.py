@@ -1,6 +1,6 @@
 """Offline evaluation of checkpoints: per-task metrics, routing telemetry, reports and run comparisons."""
 
-from smes_rec.evaluation.app import EmptySplitError, EvalConfig, EvalOutcome, MissingGroupError, evaluate_checkpoint
+from smes_rec.evaluation.app import EmptySplitError, EvalConfig, EvalOutcome, evaluate_checkpoint
 from smes_rec.evaluation.checkpoint import SchemaMismatchError, check_fingerprint, resolve_checkpoint
 from smes_rec.evaluation.compare import Comparison, RunMetrics, compare_runs, load_run
 from smes_rec.evaluation.stream import EvalResult, evaluate_stream
@@ -13,7 +13,6 @@ __all__ = [
     "EvalConfig",
     "EvalOutcome",
     "EvalResult",
-    "MissingGroupError",
     "RoutingAccumulator",
     "RoutingSummary",
     "RunMetrics",

@@ -36,15 +36,11 @@ from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
 from smes_rec.train.data import LoaderSource
 from smes_rec.utils.config import to_mapping
 
-__all__ = ["EmptySplitError", "EvalConfig", "EvalOutcome", "MissingGroupError", "evaluate_checkpoint"]
+__all__ = ["EmptySplitError", "EvalConfig", "EvalOutcome", "evaluate_checkpoint"]
 
 
 class EmptySplitError(ValueError):
     """The split to evaluate has no rows."""
-
-
-class MissingGroupError(ValueError):
-    """The data schema names no group column, so GAUC (per-user AUC) cannot be computed."""
 
 
 @dataclass(frozen=True)
@@ -102,15 +98,9 @@ def _env_world_size() -> int:
 
 
 def _check_data(data: LoaderSource, meta: dict[str, Any], checkpoint: Path, split: str, run_cfg: TrainConfig) -> None:
-    """Schema, group column and split size checks, before any model is built."""
+    """Schema and split size checks, before any model is built."""
     current = data_fingerprint(data.task_names, data.feature_names, data.tables, data.num_dense)
     check_fingerprint(meta.get("data_fingerprint"), current, checkpoint)
-    schema = data.source.schema
-    if not schema.group:
-        raise MissingGroupError(
-            f"the data schema {run_cfg.data.schema!r} names no group column (`group:`, e.g. user_id), so GAUC "
-            "cannot be computed; add one to the schema"
-        )
     rows = int(data.source.split_counts(split).sum())
     if rows == 0:
         split_cfg = to_mapping(run_cfg.data.split)
@@ -149,7 +139,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     batches = itertools.islice(data.batches(cfg.split, 0, 0), cfg.max_batches)
     return evaluate_stream(
         unsharded_outputs(wrapper, batches), data.task_names, split=cfg.split, keep_predictions=cfg.predictions,
-        progress=cfg.progress, total_batches=min(total, cfg.max_batches or total),
+        progress=cfg.progress, total_batches=min(total, cfg.max_batches or total), grouped=data.has_groups,
     )
 
 
@@ -168,7 +158,7 @@ def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: T
     return evaluate_stream(
         sharded_outputs(trainer, cfg.split, cfg.max_batches), data.task_names, split=cfg.split,
         process_group=dist.group.WORLD, keep_predictions=cfg.predictions, progress=cfg.progress and ctx.rank == 0,
-        total_batches=min(total, cfg.max_batches or total),
+        total_batches=min(total, cfg.max_batches or total), grouped=data.has_groups,
     )
 
 
@@ -185,7 +175,8 @@ def evaluate_checkpoint(cfg: EvalConfig) -> EvalOutcome:
         FileNotFoundError: No checkpoint at ``cfg.checkpoint``.
         ConfigError: The checkpoint's config does not load, or an override is invalid.
         SchemaMismatchError: The data's tasks, features, tables or dense features differ from the checkpoint's.
-        MissingGroupError: The data has no group column; ``DataError`` when the column is missing from the files.
+        DataError: The group column (or another) is missing from the files. Data without a group column is
+            evaluated without GAUC (reported as not available).
         EmptySplitError: The split has no rows.
         ValueError: NaN predictions or labels (naming split, batch and task), or another invalid value.
     """

@@ -112,6 +112,11 @@ def load_run(spec: str) -> RunMetrics:
     )
 
 
+def _as_float(value: float | None) -> float:
+    """A metric as a float; not available (GAUC without a group column) is NaN, shown as n/a."""
+    return float("nan") if value is None else float(value)
+
+
 def compare_runs(runs: Sequence[RunMetrics], metric: str = "gauc", baseline: str | None = None) -> Comparison:
     """Tabulates ``metric`` of every run with deltas against ``baseline`` (default: the first run).
 
@@ -140,7 +145,8 @@ def compare_runs(runs: Sequence[RunMetrics], metric: str = "gauc", baseline: str
     base = runs[names.index(baseline)]
     tasks = tuple(base.tasks)
     values = {
-        r.name: {t: float(getattr(r.tasks[t], metric)) if t in r.tasks else float("nan") for t in tasks} for r in runs
+        r.name: {t: _as_float(getattr(r.tasks[t], metric)) if t in r.tasks else float("nan") for t in tasks}
+        for r in runs
     }
     deltas = {n: {t: values[n][t] - values[baseline][t] for t in tasks} for n in names}
     common = tuple(t for t in tasks if all(math.isfinite(values[n][t]) for n in names))

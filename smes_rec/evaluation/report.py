@@ -8,7 +8,7 @@ Legend: T tasks, E experts, U the |U| values 0..E.
              num_batches, seconds},
      "model": {the model config}, "data": {the data config},
      "tasks": {task: {auc, gauc, gauc_uniform, num_groups, log_loss, ne, calibration, positive_rate,
-                      num_examples}},
+                      num_examples}},   (num_groups null: no group column, GAUC not available)
      "mean": {auc, gauc, gauc_uniform}  (over the tasks where the metric is defined),
      "routing": {num_experts, bound: {max_unique, sparse, note}, num_instances, mean_unique_experts,
                  max_unique_experts, unique_experts_histogram, selection, expert_pairs, expert_load_share,
@@ -64,8 +64,11 @@ def _nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _mean_defined(values: Sequence[float]) -> float:
-    defined = [v for v in values if math.isfinite(v)]
+def _mean_defined(values: Sequence[float | None]) -> float | None:
+    """The mean of the finite values; None when no value is available at all (GAUC without groups)."""
+    if all(v is None for v in values):
+        return None
+    defined = [v for v in values if v is not None and math.isfinite(v)]
     return sum(defined) / len(defined) if defined else float("nan")
 
 
@@ -102,9 +105,12 @@ def metrics_from_json(summary: Mapping[str, Any]) -> dict[str, TaskMetrics]:
     """The per-task metrics of a ``metrics.json`` (null back to NaN)."""
     out = {}
     for task, m in summary["tasks"].items():
-        values = {k: _nan(m[k]) for k in TaskMetrics._fields}
-        values["num_groups"] = int(values["num_groups"])
+        values: dict[str, Any] = {k: _nan(m[k]) for k in TaskMetrics._fields}
         values["num_examples"] = int(values["num_examples"])
+        if m["num_groups"] is None:  # no group column: GAUC not available
+            values.update(gauc=None, gauc_uniform=None, num_groups=None)
+        else:
+            values["num_groups"] = int(values["num_groups"])
         out[task] = TaskMetrics(**values)
     return out
 
@@ -247,11 +253,15 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
         "one class only. NE is log loss over the entropy of the positive rate; calibration is mean prediction "
         "over mean label.",
         "",
+        *(["**GAUC is not available**: the data has no group column (`group:` in the schema), so there are no "
+           "users to average a per-user AUC over; gauc and gauc_uniform show n/a.", ""]
+          if all(m["num_groups"] is None for m in tasks.values()) else []),
         header,
         "|" + "---|" * (len(TABLE_COLUMNS) + 1),
     ]
     for task, m in tasks.items():
         lines.append(f"| {task} | " + " | ".join(_fmt(m[c], c) for c in TABLE_COLUMNS) + " |")
+
     mean = summary["mean"]
     lines.append("| **mean** | " + " | ".join(_fmt(mean[c], c) if c in mean else "" for c in TABLE_COLUMNS) + " |")
     lines += [

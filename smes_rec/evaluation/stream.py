@@ -178,6 +178,7 @@ def evaluate_stream(
     keep_predictions: bool = False,
     progress: bool = False,
     total_batches: int | None = None,
+    grouped: bool = True,
 ) -> EvalResult:
     """Consumes a stream of step outputs into metrics, routing telemetry and optional predictions.
 
@@ -192,6 +193,7 @@ def evaluate_stream(
         keep_predictions: Collect the rows' predictions (gathered to rank 0).
         progress: Show a progress bar.
         total_batches: The number of batches, for the progress bar.
+        grouped: Whether the data has a group column; without one GAUC is reported as not available (None).
 
     Returns:
         The :class:`EvalResult`.
@@ -200,7 +202,7 @@ def evaluate_stream(
         ValueError: Naming the split, batch and task, on NaN predictions or labels or other invalid values; or if
             no row was evaluated on any rank.
     """
-    evaluator = MultiTaskEvaluator(task_names)
+    evaluator = MultiTaskEvaluator(task_names, grouped)
     routing: RoutingAccumulator | None = None
     predictions = _Predictions(task_names) if keep_predictions else None
     start = time.perf_counter()

@@ -31,9 +31,10 @@ class TaskMetrics(NamedTuple):
 
     Attributes:
         auc: AUC over all rows, ties counting one half (NaN if one class is absent).
-        gauc: GAUC, groups weighted by their number of rows (NaN if no group has both classes).
-        gauc_uniform: GAUC as the plain mean over the same groups.
-        num_groups: number of groups GAUC used (groups with both classes).
+        gauc: GAUC, groups weighted by their number of rows (NaN if no group has both classes; None when the data
+            has no group column: not available).
+        gauc_uniform: GAUC as the plain mean over the same groups (None likewise).
+        num_groups: number of groups GAUC used (groups with both classes; None without a group column).
         log_loss: weighted mean binary cross-entropy, natural log.
         ne: normalised entropy, log loss over the entropy of the positive rate (NaN if the rate is 0 or 1).
         calibration: weighted mean prediction over weighted mean label (NaN without positives).
@@ -42,9 +43,9 @@ class TaskMetrics(NamedTuple):
     """
 
     auc: float
-    gauc: float
-    gauc_uniform: float
-    num_groups: int
+    gauc: float | None
+    gauc_uniform: float | None
+    num_groups: int | None
     log_loss: float
     ne: float
     calibration: float
@@ -69,11 +70,13 @@ class MultiTaskEvaluator:
         metrics = evaluator.compute(process_group=torch.distributed.group.WORLD)  # or None on one process
     """
 
-    def __init__(self, task_names: Sequence[str]) -> None:
+    def __init__(self, task_names: Sequence[str], grouped: bool = True) -> None:
         """Creates an empty evaluator.
 
         Args:
             task_names: one distinct name per task, in the order of the first dimension of ``preds_TB``.
+            grouped: whether the group ids are real (the data has a group column). Without groups GAUC is not
+                computed and is reported as None ("not available"), never as an AUC over one group.
 
         Raises:
             ValueError: if there is no task or a name repeats.
@@ -84,6 +87,7 @@ class MultiTaskEvaluator:
         if len(set(names)) != len(names):
             raise ValueError(f"task_names must be distinct, got {names}")
         self._task_names = names
+        self.grouped = grouped
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._weights: list[torch.Tensor] = []
@@ -248,23 +252,28 @@ class MultiTaskEvaluator:
                     gauc_partial_sums(per_group_auc(preds_TN[t], labels_TN[t], groups_N, weights_TN[t]))
                     for t in range(num_tasks)
                 ]
-            )
+            ) if self.grouped else None
         else:
             sums_T5 = all_reduce_sum(sums_T5, process_group)
             # One task at a time, so a rank holds one task's global rows at most.
             auc_T = [distributed_auc(preds_TN[t], labels_TN[t], weights_TN[t], process_group) for t in range(num_tasks)]
-            gauc_sums_T4 = distributed_gauc_partial_sums(preds_TN, labels_TN, groups_N, weights_TN, process_group)
+            gauc_sums_T4 = (distributed_gauc_partial_sums(preds_TN, labels_TN, groups_N, weights_TN, process_group)
+                            if self.grouped else None)
 
         results = {}
         for t, name in enumerate(self._task_names):
             pointwise = binary_metrics_from_sums(BinarySums.from_tensor(sums_T5[t]))
-            by_impressions = gauc_from_partial_sums(gauc_sums_T4[t], "impressions")
-            uniform = gauc_from_partial_sums(gauc_sums_T4[t], "uniform")
+            gauc = gauc_uniform = num_groups = None
+            if gauc_sums_T4 is not None:
+                by_impressions = gauc_from_partial_sums(gauc_sums_T4[t], "impressions")
+                uniform = gauc_from_partial_sums(gauc_sums_T4[t], "uniform")
+                gauc, gauc_uniform = float(by_impressions.value), float(uniform.value)
+                num_groups = int(by_impressions.num_groups)
             results[name] = TaskMetrics(
                 auc=float(auc_T[t]),
-                gauc=float(by_impressions.value),
-                gauc_uniform=float(uniform.value),
-                num_groups=int(by_impressions.num_groups),
+                gauc=gauc,
+                gauc_uniform=gauc_uniform,
+                num_groups=num_groups,
                 log_loss=float(pointwise.log_loss),
                 ne=float(pointwise.ne),
                 calibration=float(pointwise.calibration),

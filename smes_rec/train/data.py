@@ -47,6 +47,7 @@ class LoaderSource:
         self.feature_names = schema.sparse_feature_names
         self.tables = tuple(schema.tables(self.fitted.vocab_sizes()))
         self.num_dense = schema.num_dense
+        self.has_groups = schema.group is not None
         self._loaders: dict[str, BatchLoader] = {}
 
     def loader(self, split: str) -> BatchLoader:

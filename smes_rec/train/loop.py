@@ -54,6 +54,7 @@ class DataSource(Protocol):
     feature_names: tuple[str, ...]
     tables: tuple[TableSpec, ...]
     num_dense: int
+    has_groups: bool  # False: no group column, so GAUC is not available
 
     def batches(self, split: str, epoch: int, skip: int) -> Iterator[Batch]:
         """This rank's batches of ``split`` in ``epoch``'s order, skipping the first ``skip`` of them."""
@@ -310,7 +311,7 @@ class Trainer:
 
     def evaluate(self, split: str = "valid", max_batches: int | None = None) -> dict[str, TaskMetrics]:
         """Exact per-task metrics of ``split`` over all ranks (through the eval pipeline)."""
-        evaluator = MultiTaskEvaluator(self.data.task_names)
+        evaluator = MultiTaskEvaluator(self.data.task_names, self.data.has_groups)
         for out in self.eval_outputs(split, max_batches):
             evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
         return evaluator.compute(self.cpu_group or dist.group.WORLD)  # exact over every rank's rows
@@ -362,7 +363,8 @@ class Trainer:
         if writer is not None:
             for task, m in metrics.items():
                 writer.add_scalar(f"valid_auc/{task}", m.auc, self.step)
-                writer.add_scalar(f"valid_gauc/{task}", m.gauc, self.step)
+                if m.gauc is not None:
+                    writer.add_scalar(f"valid_gauc/{task}", m.gauc, self.step)
 
     def fit(self) -> dict[str, TaskMetrics]:
         """Trains to ``schedule.max_steps`` from the current step, then validates and checkpoints.
@@ -416,10 +418,13 @@ class Trainer:
 
 
 def metrics_table(metrics: Mapping[str, TaskMetrics], columns: Sequence[str] = ("auc", "gauc", "log_loss")) -> str:
-    """A Markdown table of per-task metrics."""
+    """A Markdown table of per-task metrics; a metric that is not available (GAUC without groups) shows ``n/a``,
+    explained under the table."""
     header = "| task | " + " | ".join(columns) + " | examples |"
     lines = [header, "|" + "---|" * (len(columns) + 2)]
     for task, m in metrics.items():
-        values = " | ".join(f"{getattr(m, c):.4f}" for c in columns)
+        values = " | ".join("n/a" if getattr(m, c) is None else f"{getattr(m, c):.4f}" for c in columns)
         lines.append(f"| {task} | {values} | {m.num_examples} |")
+    if any(getattr(m, c) is None for m in metrics.values() for c in columns):
+        lines.append("\nn/a: GAUC is not available: the data has no group column (`group:` in the schema)")
     return "\n".join(lines)

@@ -68,3 +68,12 @@ def test_serving_prints_latency_rows_and_goal_ratios(tmp_path: Path) -> None:
         assert 0 < p50 <= p99 and throughput > 0 and size > 0 and rss > 50
     ratios = [r for r in rows if r[0] == "int8"]
     assert [r[2] for r in ratios] == ["4", "16"] and all(re.match(NUMBER, c) for r in ratios for c in r[3:])
+
+
+def test_exact_ids_compares_hash_and_vocab_on_kuairand(tmp_path: Path) -> None:
+    out = _run("exact_ids.py", "--out", str(tmp_path), "--seeds", "0", "--steps", "2")
+    header, *rows = _table_rows(out.split("\ntest split, SMES", 1)[1])  # after the runs' own printouts
+    assert header == ["task", "AUC hash", "AUC vocab", "GAUC hash", "GAUC vocab"]
+    assert [r[0] for r in rows][-1] == "mean" and len(rows) == 8
+    assert all(re.fullmatch(NUMBER, cell) for row in rows for cell in row[1:])
+    assert (tmp_path / "vocab_s0" / "checkpoints").is_dir()

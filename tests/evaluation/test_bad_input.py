@@ -60,11 +60,16 @@ def test_group_column_missing_from_the_data(tiny_run: Path, tmp_path: Path, caps
 
 
 def test_schema_without_a_group_column(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Evaluated without GAUC: AUC and the rest are reported, GAUC is null / n/a, never an AUC over one group."""
     overrides = _synthetic_schema_file(tiny_run, tmp_path, {"group": None})
-    code, err = _evaluate(capsys, "--checkpoint", str(tiny_run), "--split", "valid", "--out", str(tmp_path / "o"),
-                          *overrides)
-    assert code == 2
-    assert "names no group column" in err and "GAUC" in err
+    code, _ = _evaluate(capsys, "--checkpoint", str(tiny_run), "--split", "valid", "--out", str(tmp_path / "o"),
+                        "--max-batches", "2", *overrides)
+    assert code == 0
+    tasks = json.loads((tmp_path / "o" / "metrics.json").read_text())["tasks"]
+    for m in tasks.values():
+        assert m["gauc"] is None and m["gauc_uniform"] is None and m["num_groups"] is None
+    assert tasks["is_click"]["auc"] is not None and tasks["is_click"]["log_loss"] > 0
+    assert "**GAUC is not available**" in (tmp_path / "o" / "report.md").read_text()
 
 
 def test_checkpoint_that_does_not_match_the_data(tiny_run: Path, tmp_path: Path,

@@ -170,3 +170,20 @@ def test_bad_shapes_and_names_raise() -> None:
         MultiTaskEvaluator(["a", "a"])
     with pytest.raises(ValueError, match="empty"):
         MultiTaskEvaluator([])
+
+
+def test_without_groups_gauc_is_not_available_and_the_rest_is_unchanged() -> None:
+    g = torch.Generator().manual_seed(5)
+    preds = torch.rand(2, 300, generator=g)
+    labels = (torch.rand(2, 300, generator=g) < 0.4).float()
+    weights = torch.ones(2, 300)
+    groups = torch.zeros(300, dtype=torch.long)
+    with_groups, without = MultiTaskEvaluator(["a", "b"]), MultiTaskEvaluator(["a", "b"], grouped=False)
+    for ev in (with_groups, without):
+        ev.update(preds, labels, weights, groups)
+    grouped, plain = with_groups.compute(), without.compute()
+    for task in ("a", "b"):
+        assert plain[task].gauc is None and plain[task].gauc_uniform is None and plain[task].num_groups is None
+        assert grouped[task].gauc == pytest.approx(grouped[task].auc)  # one group: what used to be reported
+        same = ("auc", "log_loss", "ne", "calibration", "positive_rate", "num_examples")
+        assert [getattr(plain[task], f) for f in same] == [getattr(grouped[task], f) for f in same]

@@ -60,6 +60,7 @@ class InMemorySource:
     feature_names = tuple(FEATURES)
     tables = tuple(TABLES)
     num_dense = NUM_DENSE
+    has_groups = True
 
     def __init__(self, rank: int, world_size: int, rows_per_rank: int, batch_size: int, seed: int = 0,
                  nan_from_batch: int | None = None):
