@@ -95,6 +95,7 @@ def combine(y_PH: torch.Tensor, row_BTK: torch.Tensor, gates_BTK: torch.Tensor) 
     B, T, K = row_BTK.shape
     # One fused gather-and-weighted-sum per (instance, task): no [B, T, K, H] copy of the rows is materialised.
     out_XH = F.embedding_bag(
-        row_BTK.reshape(B * T, K), y_PH, per_sample_weights=gates_BTK.reshape(B * T, K).to(y_PH.dtype), mode="sum"
+        row_BTK.reshape(B * T, K), y_PH, per_sample_weights=gates_BTK.reshape(B * T, K).to(y_PH.dtype), mode="sum",
+        norm_type=2.0,  # the default, spelled as a float: fx records it and TorchScript wants a float
     )
     return out_XH.view(B, T, -1).transpose(0, 1)

@@ -26,8 +26,10 @@ def _grouped_matmul(x_PD: torch.Tensor, w_GDF: torch.Tensor, offsets_G: torch.Te
     if x_PD.size(1) % row_bytes == 0 and w_GDF.size(2) % row_bytes == 0:
         return torch._grouped_mm(x_PD, w_GDF, offs=offsets_G)
     # The grouped kernel needs 16-byte-aligned rows; other widths take a per-group loop (a host read on GPU).
-    outs, start = [], 0
-    for g, end in enumerate(offsets_G.tolist()):
+    ends: list[int] = offsets_G.tolist()
+    outs: list[torch.Tensor] = []
+    start = 0
+    for g, end in enumerate(ends):
         outs.append(x_PD[start:end] @ w_GDF[g])
         start = end
     outs.append(x_PD.new_zeros(x_PD.size(0) - start, w_GDF.size(2)))  # padding rows, if any
@@ -38,8 +40,8 @@ def grouped_mlp(
     x_PD: torch.Tensor,
     offsets_G: torch.Tensor,
     group_of_row_P: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor],
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
     activate_last: bool,
 ) -> torch.Tensor:
     """Runs group g's MLP on its contiguous block of rows, one grouped GEMM per layer.
@@ -63,7 +65,10 @@ def grouped_mlp(
     out_dtype = x_PD.dtype
     h = x_PD
     last = len(weights) - 1
-    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+    if len(biases) != len(weights):
+        raise ValueError(f"{len(weights)} weights but {len(biases)} biases")
+    for i in range(len(weights)):  # indexed, not zipped: TorchScript compiles this function for serving
+        w, b = weights[i], biases[i]
         h = _grouped_matmul(h.to(compute_dtype), w.to(compute_dtype), offsets_G).to(out_dtype)
         # Padding rows (group G) read a zero bias, so whatever the kernel leaves in them never reaches a gradient.
         h = h + torch.cat([b, b.new_zeros(1, b.size(1))]).index_select(0, group_of_row_P)

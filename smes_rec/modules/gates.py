@@ -14,24 +14,20 @@ __all__ = ["TaskGates", "fp32_linear", "fp32_per_input_linear"]
 
 def fp32_linear(x_BD: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x W^T + b`` in float32 even under autocast: routing decisions must not depend on bf16 rounding."""
-    # One branch per device type: TorchScript (the serving route) needs a constant autocast device.
-    if x_BD.is_cuda:
-        with torch.autocast(device_type="cuda", enabled=False):
-            out = F.linear(x_BD.float(), weight.float(), bias.float())
-    else:
-        with torch.autocast(device_type="cpu", enabled=False):
-            out = F.linear(x_BD.float(), weight.float(), bias.float())
-    return out
+    if torch.jit.is_scripting():  # a scripted (serving) model runs without autocast; its device is no constant
+        return F.linear(x_BD.float(), weight.float(), bias.float())
+    with torch.autocast(device_type=x_BD.device.type, enabled=False):
+        return F.linear(x_BD.float(), weight.float(), bias.float())
 
 
 def fp32_per_input_linear(x_TBD: torch.Tensor, weight_TGD: torch.Tensor, bias_TG: torch.Tensor) -> torch.Tensor:
     """Gate t applied to its own input ``x_TBD[t]``, in float32. Returns ``[B, T, G]``."""
-    if x_TBD.is_cuda:
-        with torch.autocast(device_type="cuda", enabled=False):
-            logits_TBG = torch.baddbmm(bias_TG.float().unsqueeze(1), x_TBD.float(), weight_TGD.float().transpose(1, 2))
+    if torch.jit.is_scripting():  # as in fp32_linear
+        logits_TBG = torch.baddbmm(bias_TG.float().unsqueeze(1), x_TBD.float(), weight_TGD.float().transpose(1, 2))
     else:
-        with torch.autocast(device_type="cpu", enabled=False):
-            logits_TBG = torch.baddbmm(bias_TG.float().unsqueeze(1), x_TBD.float(), weight_TGD.float().transpose(1, 2))
+        with torch.autocast(device_type=x_TBD.device.type, enabled=False):
+            logits_TBG = torch.baddbmm(bias_TG.float().unsqueeze(1), x_TBD.float(),
+                                       weight_TGD.float().transpose(1, 2))
     return logits_TBG.transpose(0, 1)
 
 

@@ -92,6 +92,21 @@ def test_scaling_writes_its_plot(tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_serving_prints_latency_rows_and_goal_ratios(tmp_path: Path) -> None:
+    out = _run("serving.py", "--experts", "8", "--tasks", "3", "--in-features", "16", "--expert-layers", "8", "8",
+               "--table-rows", "50", "--dim", "4", "--candidates", "4", "16", "--requests", "3", "--warmup", "1",
+               "--threads", "1", "--embeddings", "int8", "--json", str(tmp_path / "r.json"))
+    rows = _table_rows(out)
+    latency = [r for r in rows if r[0].endswith(" int8")]
+    assert {r[0].split(" ")[0] for r in latency} >= {"smes", "mmoe_E8", "naive_topk"}
+    assert len(latency) == 4 * 2  # four models x two request sizes
+    for r in latency:
+        p50, p99, throughput, size, rss = map(float, r[3:8])
+        assert 0 < p50 <= p99 and throughput > 0 and size > 0 and rss > 50
+    ratios = [r for r in rows if r[0] == "int8"]
+    assert [r[2] for r in ratios] == ["4", "16"] and all(re.match(NUMBER, c) for r in ratios for c in r[3:])
+
+
 def test_exact_ids_compares_hash_and_vocab_on_kuairand(tmp_path: Path) -> None:
     out = _run("exact_ids.py", "--out", str(tmp_path), "--seeds", "0", "--steps", "2")
     header, *rows = _table_rows(out.split("\ntest split, SMES", 1)[1])  # after the runs' own printouts

@@ -9,6 +9,7 @@ import torch
 
 from smes_rec.modules.routing import (
     Routing,
+    _top_k_by_argmax,
     _top_k_by_sort,
     _top_k_by_topk,
     expert_membership,
@@ -72,8 +73,9 @@ def _brute_force_top_k(row: list[float], k: int) -> list[int]:
 
 
 @pytest.mark.parametrize("E", [1, 2, 5, 16, 64])
-def test_both_top_k_paths_match_brute_force_with_ties_nan_inf_and_signed_zero(E: int) -> None:
-    """The CPU path (``torch.topk``, tied rows redone) and the GPU path (stable sort) pick the same experts."""
+def test_every_top_k_path_matches_brute_force_with_ties_nan_inf_and_signed_zero(E: int) -> None:
+    """The CPU paths (k passes of ``max``; ``torch.topk``, tied rows redone) and the GPU path (stable sort) pick the
+    same experts."""
     g = torch.Generator().manual_seed(E)
     scores = torch.randint(-2, 3, (96, E), generator=g).float()  # heavy ties
     scores[:32] = torch.randn(32, E, generator=g)  # rows with no ties
@@ -87,6 +89,9 @@ def test_both_top_k_paths_match_brute_force_with_ties_nan_inf_and_signed_zero(E:
         # The same on a [B, T, E] view, the shape routing uses, and on single rows (no leading dim).
         assert _top_k_by_topk(scores.view(8, 12, E), k).reshape(96, k).tolist() == expected
         assert [_top_k_by_topk(row, k).tolist() for row in scores[:40]] == expected[:40]
+        if k:
+            assert _top_k_by_argmax(scores, k).tolist() == expected, f"argmax, k={k}"
+            assert _top_k_by_argmax(scores.view(8, 12, E), k).reshape(96, k).tolist() == expected
 
 
 def test_selection_carries_no_gradient_only_the_gates_do() -> None:

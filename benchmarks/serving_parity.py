@@ -1,0 +1,63 @@
+"""Parity of exported packages with their checkpoint on a split: max |dp| and per-task AUC / GAUC deltas.
+
+Exports the checkpoint with fp32 and int8 (row-wise) embeddings, scores the split with each package and with the
+checkpoint itself through ``apps/predict.py``'s code, and prints one row per task (figures for docs/serving.md).
+
+    .venv/bin/python benchmarks/serving_parity.py --checkpoint runs/kuairand_subset --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from smes_rec.metrics.auc import auc, gauc
+from smes_rec.serving.export import export_checkpoint
+from smes_rec.serving.predict import PredictConfig, predict
+from smes_rec.serving.scorer import load_scorer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--split", choices=["valid", "test"], default="test")
+    parser.add_argument("--embeddings", nargs="+", default=["fp32", "int8"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for emb in args.embeddings:
+            export_checkpoint(args.checkpoint, tmp / emb, embeddings=emb)
+        schema = load_scorer(tmp / args.embeddings[0]).transform.schema
+        if not schema.group:
+            raise SystemExit("the data schema has no group column: GAUC needs one")
+        keep = tuple(dict.fromkeys([schema.group, *(t.column for t in schema.tasks)]))
+        tables = {}
+        for name, model in [("checkpoint", args.checkpoint), *((e, tmp / e) for e in args.embeddings)]:
+            predict(PredictConfig(model=str(model), out=str(tmp / f"{name}.parquet"), split=args.split, keep=keep,
+                                  progress=False))
+            tables[name] = pq.read_table(tmp / f"{name}.parquet")
+    ref = tables["checkpoint"]
+    groups = torch.from_numpy(np.unique(ref.column(schema.group).to_numpy().astype(str), return_inverse=True)[1])
+    print(f"\n{args.checkpoint}, {args.split} split, {ref.num_rows} rows, {len(np.unique(groups))} groups\n")
+    head = " | ".join(f"{e} max\\|dp\\| | {e} dAUC | {e} dGAUC" for e in args.embeddings)
+    print(f"| task | positives | AUC | GAUC | {head} |")
+    print("|---|---|---|---|" + "---|" * (3 * len(args.embeddings)))
+    for task in schema.tasks:
+        labels = torch.from_numpy(ref.column(task.column).to_numpy().astype(np.float64).astype(np.float32))
+        p_ref = torch.from_numpy(ref.column(f"p_{task.name}").to_numpy())
+        a_ref, g_ref = float(auc(p_ref, labels)), float(gauc(p_ref, labels, groups).value)
+        cells = []
+        for e in args.embeddings:
+            p = torch.from_numpy(tables[e].column(f"p_{task.name}").to_numpy())
+            cells.append(f"{float((p - p_ref).abs().max()):.1e} | {float(auc(p, labels)) - a_ref:+.5f} | "
+                         f"{float(gauc(p, labels, groups).value) - g_ref:+.5f}")
+        print(f"| {task.name} | {int(labels.sum())} | {a_ref:.4f} | {g_ref:.4f} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
