@@ -151,7 +151,7 @@ class ActivationBound(NamedTuple):
 
 
 def activation_bound(model: ModelConfig, num_tasks: int, num_experts: int) -> ActivationBound:
-    """The |U| bound of an arch (DESIGN.md §2, step 6).
+    """The |U| bound of an arch (docs/design.md §2, step 6).
 
     Args:
         model: The model config.

@@ -1,4 +1,4 @@
-"""Offline evaluation (DESIGN.md §4): AUC, GAUC and pointwise metrics per task, exact at any world size."""
+"""Offline evaluation (docs/design.md §4): AUC, GAUC and pointwise metrics per task, exact at any world size."""
 
 from smes_rec.metrics.accumulator import MultiTaskEvaluator, TaskMetrics
 from smes_rec.metrics.auc import GAUCResult, PerGroupAUC, auc, gauc, per_group_auc

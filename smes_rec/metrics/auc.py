@@ -1,4 +1,4 @@
-"""AUC and grouped AUC (GAUC) as sort-based, vectorised torch functions (DESIGN.md §4).
+"""AUC and grouped AUC (GAUC) as sort-based, vectorised torch functions (docs/design.md §4).
 
 Legend: N rows, G distinct groups (user ids).
 
@@ -250,7 +250,7 @@ def gauc(
     weighting: Weighting = "impressions",
     weights_N: torch.Tensor | None = None,
 ) -> GAUCResult:
-    """Grouped AUC: the mean of the per-group AUCs over groups that have both classes (DESIGN.md §4).
+    """Grouped AUC: the mean of the per-group AUCs over groups that have both classes (docs/design.md §4).
 
     Args:
         preds_N: ``[N]`` floating-point scores.

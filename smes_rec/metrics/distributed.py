@@ -1,4 +1,4 @@
-"""Exact AUC and GAUC over the ranks of a ``torch.distributed`` process group (DESIGN.md §4).
+"""Exact AUC and GAUC over the ranks of a ``torch.distributed`` process group (docs/design.md §4).
 
 Legend: N local rows, M rows after an exchange, T tasks, W world size.
 

@@ -10,7 +10,7 @@ Legend:
     A   task-adaptive experts per task and instance (K_a)
     K   experts per task, S + A
 
-Algorithm (DESIGN.md §2): per task ``p_t = softmax(z_t)`` over all E experts (float32). Stage I pools the task
+Algorithm (docs/design.md §2): per task ``p_t = softmax(z_t)`` over all E experts (float32). Stage I pools the task
 distributions, ``s_e = sum_t w_t p_{t,e}``, and takes ``S = top-K_s(s)`` once per instance for every task. Stage II
 lets each task take ``top-K_a`` of its own logits over the experts outside S. Gates renormalise ``p_t`` over the K
 chosen experts. Ties are broken towards the lower expert index (stable sort), so routing is deterministic.

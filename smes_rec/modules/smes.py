@@ -24,7 +24,7 @@ torch.fx.wrap("plan_dispatch")  # a leaf: the number of dispatched rows depends 
 
 
 class SMESArch(nn.Module):
-    """Task-shared plus task-adaptive sparse experts (SMES, DESIGN.md §2).
+    """Task-shared plus task-adaptive sparse experts (SMES, docs/design.md §2).
 
     Every instance runs each expert of ``U = ∪_t K_t`` exactly once, with ``K_s + K_a <= |U| <= K_s + T * K_a``;
     ``k_shared=0`` is naive independent per-task top-K routing, ``k_adaptive=0`` shared experts only.

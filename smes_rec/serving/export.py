@@ -1,6 +1,6 @@
 """Quantize, script and package a trained ranker.
 
-The route is the one verified on CPU (``DESIGN.md`` §5): torchrec's inference quantization swaps the
+The route is the one verified on CPU (``docs/design.md`` §6): torchrec's inference quantization swaps the
 EmbeddingBagCollection for its quantized counterpart (fbgemm table-batched embeddings), the plain-tensor
 :class:`~smes_rec.serving.module.ServingModule` is traced with ``torchrec.fx.symbolic_trace`` (data-dependent helpers
 such as the dispatch plan are fx leaves, so the sparse deduplicated execution is kept as is) and compiled with

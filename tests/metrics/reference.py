@@ -1,4 +1,4 @@
-"""Brute-force references for the metric tests: the definitions of DESIGN.md §4, written pair by pair."""
+"""Brute-force references for the metric tests: the definitions of docs/design.md §4, written pair by pair."""
 
 from __future__ import annotations
 

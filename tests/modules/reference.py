@@ -10,7 +10,7 @@ from smes_rec.modules.experts import GroupedMLP
 
 
 def route_one_instance(z_TE: list[list[float]], w_T: list[float], k_shared: int, k_adaptive: int):
-    """DESIGN.md §2 steps 2-5 for one instance, in float64 Python. Ties go to the lower expert index.
+    """docs/design.md §2 steps 2-5 for one instance, in float64 Python. Ties go to the lower expert index.
 
     Returns:
         (ids per task, gates per task, probs per task) as nested lists.
@@ -35,7 +35,7 @@ def route_one_instance(z_TE: list[list[float]], w_T: list[float], k_shared: int,
 
 
 def load_balance_loss(probs_BTE: torch.Tensor, ids_BTK: torch.Tensor, num_experts: int) -> float:
-    """DESIGN.md §2 step 8 with explicit loops."""
+    """docs/design.md §2 step 8 with explicit loops."""
     B, T, K = ids_BTK.shape
     fbar = [0.0] * num_experts
     pbar = [0.0] * num_experts
