@@ -8,11 +8,12 @@ versions and the sha256 of every other file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from smes_rec.utils.files import sha256_file
 
 __all__ = ["MANIFEST", "MODEL_FILE", "PACKAGE_FORMAT", "file_digests", "is_package", "read_manifest", "verify_package"]
 
@@ -21,19 +22,11 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.pt"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_digests(folder: str | Path) -> dict[str, dict[str, Any]]:
     """``relative path -> {sha256, bytes}`` of every file under ``folder`` except the manifest."""
     folder = Path(folder)
     return {
-        p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
     }

@@ -17,7 +17,6 @@ only at the world size it was saved with (fused optimizer shards must match).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+
+from smes_rec.utils.files import sha256_file
 
 __all__ = [
     "CheckpointDamagedError",
@@ -56,19 +57,11 @@ class Skipped(NamedTuple):
     reason: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path) -> None:
     """Records the size and SHA-256 of every file in ``folder`` (sub-folders included) in ``manifest.json``."""
     files = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[file.relative_to(folder).as_posix()] = {"size": file.stat().st_size, "sha256": _sha256(file)}
+        files[file.relative_to(folder).as_posix()] = {"size": file.stat().st_size, "sha256": sha256_file(file)}
     tmp = folder / (MANIFEST + ".tmp")
     with tmp.open("w") as f:
         json.dump({"files": files}, f, indent=1)
@@ -112,7 +105,7 @@ def verify_checkpoint(path: str | Path) -> None:
             raise CheckpointDamagedError(
                 f"{file}: damaged checkpoint: {size} bytes, {record['size']} when saved (truncated or overwritten)"
             )
-        if _sha256(file) != record["sha256"]:
+        if sha256_file(file) != record["sha256"]:
             raise CheckpointDamagedError(f"{file}: damaged checkpoint: checksum differs from the one saved")
     unlisted = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
                       if p.is_file() and p.name != MANIFEST and p.relative_to(path).as_posix() not in listed)
