@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -136,16 +138,16 @@ def _train(cfg: TrainConfig, ctx: DistContext, output: Path, resume: bool, progr
            started: float) -> dict[str, TaskMetrics]:
     torch.manual_seed(cfg.seed)
     # A resumed run keeps the transform fitted at its start (stored in the checkpoint), whatever the files hold now.
-    # The newest intact checkpoint is the one Trainer.restore will load (damaged newer ones are skipped there).
-    latest = CheckpointManager(output / "checkpoints").latest_intact()[0] if resume else None
-    fitted = load_fitted_transform(latest) if latest is not None else None
+    # Found (and verified) once: the same checkpoint gives the transform here and the state in Trainer.restore.
+    point = CheckpointManager(output / "checkpoints").resume_point(_say_on(ctx)) if resume else None
+    fitted = load_fitted_transform(point) if point is not None else None
     data = LoaderSource(cfg.data, ctx.rank, ctx.world_size, fitted)
     record = to_mapping(cfg)
     steps_per_epoch = len(data.loader("train"))
     trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, output, ctx,
                       config_record=record, progress=progress, steps_per_epoch=steps_per_epoch,
                       fitted=data.fitted)
-    resumed = resume and trainer.restore()
+    resumed = point is not None and trainer.restore(point, verify=False)
     first_step = trainer.step
     if ctx.rank == 0:
         print(f"smes-rec: {cfg.model.arch} on {ctx.world_size} process(es), {ctx.device}; "
@@ -178,3 +180,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, output: Path, resume: bool, progr
               f"{summary['epoch']:.2f}", flush=True)
         print(f"Output folder: {output.resolve()}", flush=True)
     return metrics
+
+
+def _say_on(ctx: DistContext) -> Callable[[str], None]:
+    """Prints a ``smes-rec:`` line to stderr on rank 0 only (as the trainer does)."""
+    def say(message: str) -> None:
+        if ctx.rank == 0:
+            print(f"smes-rec: {message}", file=sys.stderr, flush=True)
+    return say

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -177,6 +177,21 @@ class CheckpointManager:
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.broadcast_object_list(answer, src=0)
         return answer[0], answer[1]
+
+    def resume_point(self, say: Callable[[str], None]) -> Path | None:
+        """The checkpoint a resume continues from: the newest intact one, damaged newer ones set aside.
+
+        Verifies once; every rank calls it and gets the same answer. Each skipped checkpoint is reported through
+        ``say`` with its reason and renamed ``step_<step>.damaged`` (see :meth:`set_aside`).
+        """
+        path, skipped = self.latest_intact()
+        for item in skipped:
+            say(f"skipping checkpoint {item.path.name}: {item.reason}")
+        if skipped:
+            self.set_aside(skipped)
+            say(f"renamed the skipped checkpoint(s) to *.damaged; resuming from "
+                f"{path.name if path else 'nothing (fresh start)'}")
+        return path
 
     def set_aside(self, skipped: list[Skipped]) -> None:
         """Renames damaged checkpoints to ``step_<step>.damaged`` (rank 0), so they are never picked again."""

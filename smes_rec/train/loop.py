@@ -273,7 +273,7 @@ class Trainer:
         if self.ctx.rank == 0:
             print(f"smes-rec: {message}", file=sys.stderr, flush=True)
 
-    def restore(self, path: str | Path | None = None) -> bool:
+    def restore(self, path: str | Path | None = None, verify: bool | None = None) -> bool:
         """Restores the given checkpoint, or the newest intact one; returns False when there is none.
 
         Without ``path``, damaged or incomplete checkpoints newer than the newest intact one are skipped (rank 0
@@ -282,19 +282,19 @@ class Trainer:
         :data:`smes_rec.train.resume.SAFE_KEYS` is an error. A world-size change is allowed (said on rank 0):
         the weights reshard and the optimizer state restarts.
 
+        Args:
+            path: A checkpoint folder; without it, :meth:`CheckpointManager.resume_point` picks one.
+            verify: Check the folder's manifest before loading; by default only a given ``path`` is checked
+                (the resume point was verified when it was picked). Pass False for a path from ``resume_point``.
+
         Raises:
             ResumeMismatchError: Listing every differing key with the checkpoint's and the requested value.
             CheckpointDamagedError: ``path`` was given and is damaged (naming the file).
         """
-        verify = path is not None
+        if verify is None:
+            verify = path is not None
         if path is None:
-            path, skipped = self.checkpoints.latest_intact()
-            for item in skipped:
-                self._say(f"skipping checkpoint {item.path.name}: {item.reason}")
-            if skipped:
-                self.checkpoints.set_aside(skipped)
-                self._say(f"renamed the skipped checkpoint(s) to *.damaged; resuming from "
-                          f"{path.name if path else 'nothing (fresh start)'}")
+            path = self.checkpoints.resume_point(self._say)
         if path is None:
             return False
         path = Path(path)
