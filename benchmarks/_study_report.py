@@ -196,7 +196,7 @@ def build_report(results: Mapping[str, Any], costs: Mapping[tuple[str, tuple[str
         "experts' load (0 for dense archs); train examples/s from each run's TensorBoard log (one process, both cores,"
         " a machine shared with other jobs: compare ratios); FLOPs are inference FLOPs per instance of bottom, arch "
         "and towers; p99 latency comes from benchmarks/serving.py's results "
-        + (f"(`{meta['serving']}`)." if meta["serving"] else "when given (`--serving`): not measured here."),
+        + (f"({meta['serving']})." if meta["serving"] else "when given (`--serving`): not measured here."),
     ]
     if "synthetic" in meta["base"]:
         syn = meta["base"]["synthetic"]["data"]

@@ -333,6 +333,44 @@ def plan(preset: Preset, sections: Sequence[str]) -> int:
     return total + second
 
 
+def serving_records(paths: Sequence[str], embeddings: str, threads: str, candidates: str) -> list[dict[str, Any]]:
+    """p99 records ``{arch, num_experts, p99_ms}`` from benchmarks/serving.py ``--json`` files at one point.
+
+    serving.py names its models ``smes``, ``mmoe_E<E>`` (same experts), ``mmoe_E'<E'>`` (equal-FLOP, not a study
+    model: skipped) and ``naive_topk``, each followed by the embedding precision; E is the file's ``--experts``.
+
+    Args:
+        paths: serving.py JSON files.
+        embeddings: Embedding precision of the reported point (``int8``, ``fp16``, ``fp32``).
+        threads: Thread count of the reported point.
+        candidates: Candidates per request of the reported point.
+
+    Returns:
+        One record per (arch, E) measured at that point.
+
+    Raises:
+        ValueError: A file is not serving.py output, or lacks the requested point.
+    """
+    records = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or "results" not in data or "experts" not in data.get("args", {}):
+            raise ValueError(f"{path}: not a benchmarks/serving.py --json output")
+        experts = int(data["args"]["experts"])
+        found = 0
+        for row in data["results"]:
+            name, _, emb = row["model"].rpartition(" ")
+            if emb != embeddings or row["threads"] != int(threads) or row["C"] != int(candidates):
+                continue
+            arch = "mmoe" if name == f"mmoe_E{experts}" else name
+            if arch in ("smes", "mmoe", "naive_topk"):
+                records.append({"arch": arch, "num_experts": experts, "p99_ms": float(row["p99_ms"])})
+                found += 1
+        if not found:
+            raise ValueError(f"{path}: no {embeddings} measurement with {threads} thread(s) at C = {candidates}")
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/kuairand_subset.yaml",
@@ -349,7 +387,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps of a data set (default: preset's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override the base config of every run")
-    parser.add_argument("--serving", help="benchmarks/serving.py JSON output with p99 latencies (optional)")
+    parser.add_argument("--serving", nargs="+", metavar="JSON",
+                        help="benchmarks/serving.py --json outputs (one per E) with p99 latencies (optional)")
+    parser.add_argument("--serving-point", nargs=3, default=["int8", "1", "512"],
+                        metavar=("EMBEDDINGS", "THREADS", "C"),
+                        help="which serving measurement the p99 column reports (default: int8 1 512)")
     parser.add_argument("--out", default="runs/study", help="output folder (runs and report)")
     parser.add_argument("--docs", action="store_true", help="also write docs/results.md and docs/study_*.png")
     args = parser.parse_args(argv)
@@ -378,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"study.py: KuaiRand data folder {schema.data_root} not found (../shared/data from the repository "
                   "root); pass --datasets synthetic", file=sys.stderr)
             return 2
-    serving = json.loads(Path(args.serving).read_text()) if args.serving else None
+    serving = serving_records(args.serving, *args.serving_point) if args.serving else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -478,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         "valid_batches": preset.valid_batches,
         "experts": preset.experts, "large_factor": preset.large_factor, "k_shared": preset.k_shared,
         "k_adaptive": preset.k_adaptive, "bootstrap": preset.bootstrap, "chosen_lr": chosen, "lr_grid": grid,
-        "models": models, "serving": args.serving,
+        "models": models,
+        "serving": None if not args.serving else (", ".join(args.serving) + " at {} embeddings, {} thread(s), C = {}"
+                                                  .format(*args.serving_point)),
         "partial": set(sections) != set(SECTIONS) or preset != FULL or bool(args.set),
         "base": {d: {"batch_size": b.data.batch_size, "bottom": list(b.model.bottom_layers),
                      "experts": list(b.model.expert_layers), "towers": list(b.model.tower_layers),

@@ -116,3 +116,28 @@ def test_second_invocation_reuses_every_run(quick: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in (quick / "runs").glob("*/*/record.json")} == stamps
     after = json.loads((quick / "results.json").read_text())
     assert after["headline"] == before["headline"] and after["scaling"] == before["scaling"]
+
+
+def test_serving_records_pick_one_point_per_arch_and_experts(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        from study import serving_records
+    finally:
+        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+
+    def row(model: str, threads: int, C: int, p99: float) -> dict:
+        return {"model": model, "threads": threads, "C": C, "p50_ms": p99 / 2, "p99_ms": p99}
+
+    results = [row("smes int8", 1, 512, 1.5), row("smes int8", 2, 512, 9.0), row("smes fp32", 1, 512, 9.0),
+               row("smes int8", 1, 64, 9.0), row("mmoe_E16 int8", 1, 512, 3.0), row("mmoe_E'5 int8", 1, 512, 9.0),
+               row("naive_topk int8", 1, 512, 2.0)]
+    path = tmp_path / "e16.json"
+    path.write_text(json.dumps({"args": {"experts": 16}, "mean_u": 5.0, "results": results}))
+    records = serving_records([str(path)], "int8", "1", "512")
+    assert sorted((r["arch"], r["num_experts"], r["p99_ms"]) for r in records) == [
+        ("mmoe", 16, 3.0), ("naive_topk", 16, 2.0), ("smes", 16, 1.5)]
+    with pytest.raises(ValueError, match="no fp16 measurement"):
+        serving_records([str(path)], "fp16", "1", "512")
+    (tmp_path / "other.json").write_text(json.dumps([{"arch": "smes", "p99_ms": 1.0}]))
+    with pytest.raises(ValueError, match="not a benchmarks/serving.py"):
+        serving_records([str(tmp_path / "other.json")], "int8", "1", "512")
