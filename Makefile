@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml tools/fbgemm-gpu-cpu-shim/pyproject.toml
 
 setup: $(VENV)/.installed
 
+# mypy checks smes_rec/ ([tool.mypy] in pyproject.toml: strict for modules/ and metrics/).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest

@@ -69,16 +69,16 @@ def compare(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: in
     autocast = torch.bfloat16 if device.type == "cuda" else None
     gemm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     h = torch.randn(B, D, device=device)
-    smes = SMESArch(D, T, E, k_s, k_a, layers).to(device)
+    smes = SMESArch(D, T, num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=layers).to(device)
     with torch.no_grad():
         unique = smes(h).routing.num_unique_B.float()
     mean_u, max_u = unique.mean().item(), int(unique.max())
     e_equal = max(1, round(mean_u))
-    naive = SMESArch(D, T, E, 0, k_s + k_a, layers).to(device)
+    naive = SMESArch(D, T, num_experts=E, k_shared=0, k_adaptive=k_s + k_a, expert_layers=layers).to(device)
     with torch.no_grad():
         naive_u = naive(h).routing.num_unique_B.float().mean().item()
-    archs = {"smes": smes, "mmoe": MMoEArch(D, T, E, layers).to(device),
-             "equal": MMoEArch(D, T, e_equal, layers).to(device), "naive": naive}
+    archs = {"smes": smes, "mmoe": MMoEArch(D, T, num_experts=E, expert_layers=layers).to(device),
+             "equal": MMoEArch(D, T, num_experts=e_equal, expert_layers=layers).to(device), "naive": naive}
     steps = {name: arch_step(arch, h, autocast) for name, arch in archs.items()}
     med = interleaved_medians(steps, rounds, desc=f"E={E} T={T} Ks={k_s} Ka={k_a}", device=device)
     gflops = B * mean_u * expert_flops_per_row(D, layers) / med["smes"] / 1e9
@@ -113,7 +113,8 @@ def compare_baselines(B: int, D: int, layers: list[int], T: int, E: int, k_s: in
     torch.manual_seed(0)
     h = torch.randn(B, D, device=device)
     base = ModelConfig(num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=tuple(layers), rankmixer_tokens=4)
-    base = dataclasses.replace(base, rankmixer_dim=_rankmixer_dim_for(base, D, T, MMoEArch(D, T, E, layers)))
+    mmoe = MMoEArch(D, T, num_experts=E, expert_layers=layers)
+    base = dataclasses.replace(base, rankmixer_dim=_rankmixer_dim_for(base, D, T, mmoe))
     categories = [t % 2 for t in range(T)]  # two HoME categories, alternating
     archs = {name: build_arch(dataclasses.replace(base, **{"arch": name, **kw}), D, T, categories).to(device)
              for name, kw in BASELINES.items()}

@@ -106,11 +106,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     h_BD = torch.randn(B, D)
-    smes = SMESArch(D, T, E, args.k_shared, args.k_adaptive, layers)
+    smes = SMESArch(D, T, num_experts=E, k_shared=args.k_shared, k_adaptive=args.k_adaptive, expert_layers=layers)
     with torch.no_grad():
         mean_u = smes(h_BD).routing.num_unique_B.float().mean().item()
     e_equal = max(1, round(mean_u))
-    mmoe = MMoEArch(D, T, e_equal, layers)
+    mmoe = MMoEArch(D, T, num_experts=e_equal, expert_layers=layers)
 
     s_stages, m_stages = smes_stages(smes, h_BD), mmoe_stages(mmoe, h_BD)
     closures = {"smes step": arch_step(smes, h_BD), "mmoe step": arch_step(mmoe, h_BD),

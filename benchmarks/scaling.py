@@ -42,7 +42,8 @@ def main() -> None:
     h = torch.randn(B, D)
     rows = []
     for E in tqdm(args.experts, desc="experts"):
-        smes, mmoe = SMESArch(D, T, E, args.k_shared, args.k_adaptive, layers), MMoEArch(D, T, E, layers)
+        smes = SMESArch(D, T, num_experts=E, k_shared=args.k_shared, k_adaptive=args.k_adaptive, expert_layers=layers)
+        mmoe = MMoEArch(D, T, num_experts=E, expert_layers=layers)
         med = interleaved_medians({"smes": arch_step(smes, h), "mmoe": arch_step(mmoe, h)},
                                   args.rounds, desc=f"E={E}")
         with torch.no_grad():

@@ -67,7 +67,8 @@ def candidates(args: argparse.Namespace, h: torch.Tensor) -> dict[str, ModelConf
                        tower_layers=(32,), num_experts=args.experts, k_shared=args.k_shared,
                        k_adaptive=args.k_adaptive)
     torch.manual_seed(0)
-    probe = SMESArch(args.in_features, args.tasks, args.experts, args.k_shared, args.k_adaptive, args.expert_layers)
+    probe = SMESArch(args.in_features, args.tasks, num_experts=args.experts, k_shared=args.k_shared,
+                     k_adaptive=args.k_adaptive, expert_layers=args.expert_layers)
     with torch.no_grad():
         mean_u = float(probe(h).routing.num_unique_B.float().mean())
     e_equal = max(1, round(mean_u))

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
 from smes_rec.models.multitask import MultiTaskModel
 from smes_rec.models.ranker import Ranker
@@ -29,9 +28,14 @@ from smes_rec.modules import (
     TaskTowers,
 )
 
-__all__ = ["ArchName", "ModelConfig", "build_arch", "build_ranker", "default_task_categories", "rankmixer_column_order"]
+__all__ = [
+    "Arch", "ArchName", "ModelConfig", "build_arch", "build_ranker", "default_task_categories",
+    "rankmixer_column_order",
+]
 
 ArchName = Literal["smes", "naive_topk", "mmoe", "omoe", "ple", "shared_bottom", "home", "mome", "rankmixer"]
+# Every arch build_arch can return: each maps h_BD to an ArchOutput and has an int ``out_features`` (H).
+Arch = SMESArch | MMoEArch | DenseMoEArch | PLEArch | SharedBottomArch | HoMEArch | MoMEArch | RankMixerArch
 
 # Substrings that mark a task as watch-time-like (HoME's default "passive" category 0).
 WATCH_TIME_MARKERS = ("view", "play", "watch", "stay", "duration")
@@ -218,7 +222,7 @@ def rankmixer_column_order(groups: Sequence[Sequence[str]], tables: Sequence[Tab
 
 def build_arch(cfg: ModelConfig, in_features: int, num_tasks: int,
                task_categories: Sequence[int] | None = None,
-               column_order: Sequence[int] | None = None) -> nn.Module:
+               column_order: Sequence[int] | None = None) -> Arch:
     """The dense multi-task arch named by ``cfg.arch``.
 
     Args:
@@ -239,25 +243,28 @@ def build_arch(cfg: ModelConfig, in_features: int, num_tasks: int,
         if len(categories) != num_tasks:
             raise ValueError(
                 f"model.home_task_categories has {len(categories)} entries but there are {num_tasks} tasks")
-        return HoMEArch(in_features, categories, layers, cfg.home_experts())
+        return HoMEArch(in_features, categories, expert_layers=layers, experts=cfg.home_experts())
     if cfg.arch == "mome":
-        return MoMEArch(in_features, num_tasks, cfg.num_experts, layers, cfg.mome_masks())
+        return MoMEArch(in_features, num_tasks, num_experts=cfg.num_experts, expert_layers=layers,
+                        masks=cfg.mome_masks())
     if cfg.arch == "rankmixer":
-        return RankMixerArch(in_features, num_tasks, cfg.rankmixer_shape(), cfg.rankmixer_moe(), column_order)
+        return RankMixerArch(in_features, num_tasks, shape=cfg.rankmixer_shape(), moe=cfg.rankmixer_moe(),
+                             column_order=column_order)
     if cfg.arch == "smes":
-        return SMESArch(in_features, num_tasks, cfg.num_experts, cfg.k_shared, cfg.k_adaptive, layers,
-                        task_weights=cfg.task_weights)
+        return SMESArch(in_features, num_tasks, num_experts=cfg.num_experts, k_shared=cfg.k_shared,
+                        k_adaptive=cfg.k_adaptive, expert_layers=layers, task_weights=cfg.task_weights)
     if cfg.arch == "naive_topk":
-        return SMESArch(in_features, num_tasks, cfg.num_experts, 0, cfg.k_shared + cfg.k_adaptive, layers)
+        return SMESArch(in_features, num_tasks, num_experts=cfg.num_experts, k_shared=0,
+                        k_adaptive=cfg.k_shared + cfg.k_adaptive, expert_layers=layers)
     if cfg.arch == "mmoe":
-        return MMoEArch(in_features, num_tasks, cfg.num_experts, layers)
+        return MMoEArch(in_features, num_tasks, num_experts=cfg.num_experts, expert_layers=layers)
     if cfg.arch == "omoe":
-        return DenseMoEArch(in_features, num_tasks, cfg.num_experts, layers)
+        return DenseMoEArch(in_features, num_tasks, num_experts=cfg.num_experts, expert_layers=layers)
     if cfg.arch == "ple":
-        return PLEArch(in_features, num_tasks, cfg.ple_shared_experts, cfg.ple_task_experts, layers,
-                       num_levels=cfg.ple_levels)
+        return PLEArch(in_features, num_tasks, num_shared_experts=cfg.ple_shared_experts,
+                       num_task_experts=cfg.ple_task_experts, expert_layers=layers, num_levels=cfg.ple_levels)
     if cfg.arch == "shared_bottom":
-        return SharedBottomArch(in_features, num_tasks, layers)
+        return SharedBottomArch(in_features, num_tasks, expert_layers=layers)
     raise ValueError(f"unknown arch {cfg.arch!r}")
 
 

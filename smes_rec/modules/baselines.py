@@ -38,7 +38,7 @@ class SharedBottomArch(nn.Module):
         expert_layers: Widths of the shared MLP's layers; the last is H.
     """
 
-    def __init__(self, in_features: int, num_tasks: int, expert_layers: Sequence[int]):
+    def __init__(self, in_features: int, num_tasks: int, *, expert_layers: Sequence[int]):
         super().__init__()
         _check(in_features, num_tasks, expert_layers)
         self.num_tasks = num_tasks
@@ -56,7 +56,7 @@ class SharedBottomArch(nn.Module):
 class _DenseMixture(nn.Module):
     """Every expert on every instance, mixed by G softmax gates (G = T for MMoE, 1 for one-gate MoE)."""
 
-    def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int],
+    def __init__(self, in_features: int, num_tasks: int, *, num_experts: int, expert_layers: Sequence[int],
                  num_gates: int):
         super().__init__()
         _check(in_features, num_tasks, expert_layers, num_experts=num_experts)
@@ -86,8 +86,9 @@ class MMoEArch(_DenseMixture):
         expert_layers: Widths of each expert MLP's layers; the last is H.
     """
 
-    def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int]):
-        super().__init__(in_features, num_tasks, num_experts, expert_layers, num_gates=num_tasks)
+    def __init__(self, in_features: int, num_tasks: int, *, num_experts: int, expert_layers: Sequence[int]):
+        super().__init__(in_features, num_tasks, num_experts=num_experts, expert_layers=expert_layers,
+                         num_gates=num_tasks)
 
 
 class DenseMoEArch(_DenseMixture):
@@ -100,8 +101,8 @@ class DenseMoEArch(_DenseMixture):
         expert_layers: Widths of each expert MLP's layers; the last is H.
     """
 
-    def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int]):
-        super().__init__(in_features, num_tasks, num_experts, expert_layers, num_gates=1)
+    def __init__(self, in_features: int, num_tasks: int, *, num_experts: int, expert_layers: Sequence[int]):
+        super().__init__(in_features, num_tasks, num_experts=num_experts, expert_layers=expert_layers, num_gates=1)
 
 
 class _CGCLevel(nn.Module):
@@ -112,7 +113,10 @@ class _CGCLevel(nn.Module):
     is the shared experts' input at the next level.
     """
 
-    def __init__(self, in_features: int, num_tasks: int, num_shared: int, num_per_task: int,
+    gate_ids_TG: torch.Tensor
+    input_of_expert_E: torch.Tensor
+
+    def __init__(self, in_features: int, num_tasks: int, *, num_shared: int, num_per_task: int,
                  expert_layers: Sequence[int], with_shared_gate: bool):
         super().__init__()
         self.num_tasks = num_tasks
@@ -164,7 +168,7 @@ class PLEArch(nn.Module):
         num_levels: CGC levels; 1 is plain CGC.
     """
 
-    def __init__(self, in_features: int, num_tasks: int, num_shared_experts: int, num_task_experts: int,
+    def __init__(self, in_features: int, num_tasks: int, *, num_shared_experts: int, num_task_experts: int,
                  expert_layers: Sequence[int], num_levels: int = 1):
         super().__init__()
         _check(in_features, num_tasks, expert_layers, num_levels=num_levels)
@@ -174,11 +178,12 @@ class PLEArch(nn.Module):
                 "and not both 0"
             )
         self.num_tasks = num_tasks
+        self.num_experts = num_shared_experts + num_tasks * num_task_experts  # per level
         self.out_features = expert_layers[-1]
         widths = [in_features] + [expert_layers[-1]] * (num_levels - 1)
         self.levels = nn.ModuleList(
-            _CGCLevel(d, num_tasks, num_shared_experts, num_task_experts, expert_layers,
-                      with_shared_gate=i < num_levels - 1)
+            _CGCLevel(d, num_tasks, num_shared=num_shared_experts, num_per_task=num_task_experts,
+                      expert_layers=expert_layers, with_shared_gate=i < num_levels - 1)
             for i, d in enumerate(widths)
         )
 
@@ -189,5 +194,5 @@ class PLEArch(nn.Module):
             task_TBH, shared_BH, routing = level(x_IBD)
             if shared_BH is not None:
                 x_IBD = torch.cat([task_TBH, shared_BH.unsqueeze(0)], dim=0)
-        num_experts = self.levels[-1].num_experts
-        return ArchOutput(task_TBH, h_BD.new_zeros((), dtype=torch.float32), routing_telemetry(routing, num_experts))
+        return ArchOutput(task_TBH, h_BD.new_zeros((), dtype=torch.float32),
+                          routing_telemetry(routing, self.num_experts))

@@ -5,6 +5,7 @@ Legend: B instances, D input features.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -38,13 +39,18 @@ class ArchCost(NamedTuple):
     mask_params: int
 
 
-def _grouped_mm_flops(a_shape: Any, b_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _grouped_mm_flops(a_shape: Sequence[int], b_shape: Sequence[int], *args: Any, out_shape: Any = None,
+                      **kwargs: Any) -> int:
     """``torch._grouped_mm(x [P, D], w [G, D, F])`` computes every row once: ``2 P D F``."""
     return 2 * a_shape[0] * a_shape[-1] * b_shape[-1]
 
 
-def _numel(params: Any) -> int:
+def _numel(params: Iterable[torch.Tensor]) -> int:
     return sum(p.numel() for p in params)
+
+
+def _named_params(modules: Iterable[nn.Module], names: Sequence[str]) -> list[nn.Parameter]:
+    return [m.get_parameter(name) for m in modules for name in names]
 
 
 def arch_cost(arch: nn.Module, in_features: int, batch_size: int = 256, seed: int = 0) -> ArchCost:
@@ -82,8 +88,8 @@ def arch_cost(arch: nn.Module, in_features: int, batch_size: int = 256, seed: in
         per_expert = _numel(arch.experts.parameters()) / arch.num_experts
         active = total - per_expert * (arch.num_experts - mean_active)
     elif isinstance(arch, RankMixerArch) and arch.moe is not None:
-        per_expert = sum(_numel([f.w1, f.b1, f.w2, f.b2]) for f in arch.ffns) / arch.num_experts
-        train_router = sum(_numel([f.router_train, f.router_train_bias]) for f in arch.ffns)
+        per_expert = _numel(_named_params(arch.ffns, ("w1", "b1", "w2", "b2"))) / arch.num_experts
+        train_router = _numel(_named_params(arch.ffns, ("router_train", "router_train_bias")))
         active = total - train_router - per_expert * (arch.num_experts - mean_active)
     elif isinstance(arch, MoMEArch):
         mask = _numel(arch.neuron_mu.parameters()) + _numel(arch.expert_mu.parameters())

@@ -90,7 +90,7 @@ class GroupedMLP(nn.Module):
         activate_last: Apply ReLU after the last layer (True for experts, False for towers producing logits).
     """
 
-    def __init__(self, num_groups: int, in_features: int, layer_widths: Sequence[int], activate_last: bool = True):
+    def __init__(self, num_groups: int, in_features: int, layer_widths: Sequence[int], *, activate_last: bool = True):
         super().__init__()
         if num_groups < 1:
             raise ValueError(f"num_groups must be >= 1, got {num_groups}")

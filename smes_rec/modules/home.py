@@ -73,7 +73,7 @@ class NormSwishExperts(nn.Module):
         lora_rank: R.
     """
 
-    def __init__(self, num_experts: int, in_features: int, layer_widths: Sequence[int], lora_rank: int):
+    def __init__(self, num_experts: int, in_features: int, layer_widths: Sequence[int], *, lora_rank: int):
         super().__init__()
         self.num_experts = num_experts
         self.out_features = layer_widths[-1]
@@ -137,7 +137,14 @@ class HoMEArch(nn.Module):
         experts: Expert counts per kind, LoRA rank and the shared meta gate's scope (defaults when None).
     """
 
-    def __init__(self, in_features: int, task_category: Sequence[int], expert_layers: Sequence[int],
+    category_ids_CK: torch.Tensor
+    shared_meta_ids_K: torch.Tensor
+    task_ids_TK: torch.Tensor
+    own_ids_TJ: torch.Tensor
+    category_of_task_T: torch.Tensor
+    category_of_owned_O: torch.Tensor
+
+    def __init__(self, in_features: int, task_category: Sequence[int], *, expert_layers: Sequence[int],
                  experts: HoMEExperts | None = None):
         super().__init__()
         if in_features < 1:
@@ -158,7 +165,7 @@ class HoMEArch(nn.Module):
 
         # Meta layer: shared experts 0..S-1, then category c's at S + c * P + j.
         S, P = x.meta_shared, x.meta_per_category
-        self.meta_experts = NormSwishExperts(S + C * P, in_features, expert_layers, x.lora_rank)
+        self.meta_experts = NormSwishExperts(S + C * P, in_features, expert_layers, lora_rank=x.lora_rank)
         self.category_gates = TaskGates(in_features, C, S + P)
         shared_meta = list(range(S + C * P)) if x.shared_meta_sees_all else list(range(S))
         # A gate over one expert would be the constant 1 (and never learn): that expert is m_sh itself.
@@ -171,8 +178,8 @@ class HoMEArch(nn.Module):
         # Q + C * R_c + t * R_t + j (both read u_c of their category).
         Q, Rc, Rt = x.task_shared, x.task_per_category, x.task_specific
         self.num_experts = Q + C * Rc + T * Rt
-        self.global_experts = NormSwishExperts(Q, H, expert_layers, x.lora_rank) if Q else None
-        self.owned_experts = NormSwishExperts(C * Rc + T * Rt, 2 * H, expert_layers, x.lora_rank)
+        self.global_experts = NormSwishExperts(Q, H, expert_layers, lora_rank=x.lora_rank) if Q else None
+        self.owned_experts = NormSwishExperts(C * Rc + T * Rt, 2 * H, expert_layers, lora_rank=x.lora_rank)
         self.task_gates = TaskGates(2 * H, T, Q + Rc + Rt)
         self.self_gates = TaskGates(2 * H, T, Rt)
         self.register_buffer("task_ids_TK", _ids([

@@ -95,7 +95,10 @@ class MoMEArch(nn.Module):
         masks: The mask settings and schedule (defaults when None).
     """
 
-    def __init__(self, in_features: int, num_tasks: int, num_experts: int, expert_layers: Sequence[int],
+    step: torch.Tensor
+    frozen_neuron_0: torch.Tensor
+
+    def __init__(self, in_features: int, num_tasks: int, *, num_experts: int, expert_layers: Sequence[int],
                  masks: MoMEMasks | None = None):
         super().__init__()
         masks = masks or MoMEMasks()

@@ -257,7 +257,10 @@ class RankMixerArch(nn.Module):
         column_order: A permutation of ``range(F)`` grouping the input columns (None keeps their order).
     """
 
-    def __init__(self, in_features: int, num_tasks: int, shape: RankMixerShape | None = None,
+    column_order_F: torch.Tensor
+    reg_lambda: torch.Tensor
+
+    def __init__(self, in_features: int, num_tasks: int, *, shape: RankMixerShape | None = None,
                  moe: SparseMoE | None = None, column_order: Sequence[int] | None = None):
         super().__init__()
         shape = shape or RankMixerShape()

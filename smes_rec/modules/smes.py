@@ -41,10 +41,13 @@ class SMESArch(nn.Module):
             never synchronises with the host; ``None`` chooses it on CUDA and not on CPU.
     """
 
+    task_weights_T: torch.Tensor
+
     def __init__(
         self,
         in_features: int,
         num_tasks: int,
+        *,
         num_experts: int,
         k_shared: int,
         k_adaptive: int,

@@ -104,7 +104,7 @@ def rank_share(row_counts: Sequence[int], rank: int, world_size: int) -> range:
 
 
 def _work(cfg: PredictConfig, scorer: Scorer) -> list[_Work]:
-    if cfg.data:
+    if cfg.split is None:  # PredictConfig holds exactly one of data and split
         files = expand_inputs(cfg.data, scorer.transform.schema, cfg.unit_rows)
         return [_Work(f, u, None) for f in files for u in range(len(f.units))]
     # The run's own split: its files and split assignment; the transform stays the frozen one.

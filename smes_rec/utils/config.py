@@ -18,11 +18,14 @@ import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 __all__ = ["ConfigError", "apply_overrides", "check_overrides", "from_mapping", "load_yaml", "to_mapping", "yaml_load"]
 
@@ -119,7 +122,7 @@ def _convert(value: Any, tp: Any, path: str, source: str | _Origin | None) -> An
         if value not in allowed:
             raise ConfigError(f"{_where(path, source)}: {value!r} is not one of {list(allowed)}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _to_dataclass(value, tp, path, source)
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -16,7 +16,7 @@ from smes_rec.modules.routing import Routing, routing_telemetry
 def test_accumulated_counts_equal_the_arch_telemetry_of_the_kept_rows() -> None:
     torch.manual_seed(0)
     T, E = 3, 8
-    arch = SMESArch(16, T, E, k_shared=2, k_adaptive=1, expert_layers=[8])
+    arch = SMESArch(16, T, num_experts=E, k_shared=2, k_adaptive=1, expert_layers=[8])
     acc = RoutingAccumulator(T, E)
     kept = []
     for _ in range(3):

@@ -10,7 +10,8 @@ from smes_rec import MLP, MMoEArch, MultiTaskModel, SMESArch, TaskTowers
 
 def test_composition_and_fx_trace() -> None:
     torch.manual_seed(0)
-    model = MultiTaskModel(MLP(6, [16]), SMESArch(16, 3, 8, 2, 1, [8]), TaskTowers(3, 8, [4]))
+    arch = SMESArch(16, 3, num_experts=8, k_shared=2, k_adaptive=1, expert_layers=[8])
+    model = MultiTaskModel(MLP(6, [16]), arch, TaskTowers(3, 8, [4]))
     x = torch.randn(12, 6)
     out = model(x)
     assert out.logits.shape == (3, 12) and out.aux_loss.shape == ()
@@ -24,7 +25,8 @@ def test_smes_and_mmoe_learn_a_simple_multi_task_problem() -> None:
     torch.manual_seed(1)
     x = torch.randn(512, 6)
     labels = torch.stack([(x[:, 0] > 0), (x[:, 1] + x[:, 2] > 0), (x[:, 0] * x[:, 3] > 0)]).float()
-    for arch in (SMESArch(16, 3, 8, 2, 1, [16]), MMoEArch(16, 3, 4, [16])):
+    for arch in (SMESArch(16, 3, num_experts=8, k_shared=2, k_adaptive=1, expert_layers=[16]),
+                 MMoEArch(16, 3, num_experts=4, expert_layers=[16])):
         model = MultiTaskModel(MLP(6, [16]), arch, TaskTowers(3, 16, [8]))
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         losses = []

@@ -14,7 +14,7 @@ B, D, T = 24, 8, 3
 
 def test_mmoe_matches_per_expert_loop() -> None:
     torch.manual_seed(0)
-    arch = MMoEArch(D, T, 5, [6, 4])
+    arch = MMoEArch(D, T, num_experts=5, expert_layers=[6, 4])
     h = torch.randn(B, D)
     out = arch(h)
     probs = torch.softmax(arch.gates(h), -1)
@@ -27,7 +27,7 @@ def test_mmoe_matches_per_expert_loop() -> None:
 
 def test_dense_moe_uses_one_gate_for_all_tasks() -> None:
     torch.manual_seed(1)
-    arch = DenseMoEArch(D, T, 4, [4])
+    arch = DenseMoEArch(D, T, num_experts=4, expert_layers=[4])
     h = torch.randn(B, D)
     out = arch(h)
     probs = torch.softmax(arch.gates(h)[:, 0], -1)
@@ -37,7 +37,7 @@ def test_dense_moe_uses_one_gate_for_all_tasks() -> None:
 
 
 def test_shared_bottom_is_one_mlp_for_every_task() -> None:
-    arch = SharedBottomArch(D, T, [6, 4])
+    arch = SharedBottomArch(D, T, expert_layers=[6, 4])
     h = torch.randn(B, D)
     out = arch(h)
     for t in range(T):
@@ -48,7 +48,7 @@ def test_shared_bottom_is_one_mlp_for_every_task() -> None:
 def test_single_level_ple_matches_cgc_reference() -> None:
     torch.manual_seed(2)
     S, P = 2, 2
-    arch = PLEArch(D, T, S, P, [6, 4])
+    arch = PLEArch(D, T, num_shared_experts=S, num_task_experts=P, expert_layers=[6, 4])
     h = torch.randn(B, D)
     out = arch(h)
     level = arch.levels[0]
@@ -66,7 +66,7 @@ def test_single_level_ple_matches_cgc_reference() -> None:
 
 def test_stacked_ple_levels_feed_each_task_its_own_input() -> None:
     torch.manual_seed(3)
-    arch = PLEArch(D, T, 1, 1, [4], num_levels=3)
+    arch = PLEArch(D, T, num_shared_experts=1, num_task_experts=1, expert_layers=[4], num_levels=3)
     h = torch.randn(B, D, requires_grad=True)
     out = arch(h)
     assert out.task_reprs.shape == (T, B, 4) and len(arch.levels) == 3
@@ -87,13 +87,14 @@ def test_ple_rejects_empty_levels(kwargs: dict) -> None:
 
 
 ARCHS = {
-    "smes": lambda: SMESArch(D, T, 8, 2, 1, [8, 4]),
-    "smes_static": lambda: SMESArch(D, T, 8, 2, 1, [8, 4], static_dispatch=True),
-    "naive_topk": lambda: SMESArch(D, T, 8, 0, 2, [8, 4]),
-    "mmoe": lambda: MMoEArch(D, T, 4, [8, 4]),
-    "omoe": lambda: DenseMoEArch(D, T, 4, [8, 4]),
-    "shared_bottom": lambda: SharedBottomArch(D, T, [8, 4]),
-    "ple": lambda: PLEArch(D, T, 2, 1, [8, 4], num_levels=2),
+    "smes": lambda: SMESArch(D, T, num_experts=8, k_shared=2, k_adaptive=1, expert_layers=[8, 4]),
+    "smes_static": lambda: SMESArch(D, T, num_experts=8, k_shared=2, k_adaptive=1, expert_layers=[8, 4],
+                                    static_dispatch=True),
+    "naive_topk": lambda: SMESArch(D, T, num_experts=8, k_shared=0, k_adaptive=2, expert_layers=[8, 4]),
+    "mmoe": lambda: MMoEArch(D, T, num_experts=4, expert_layers=[8, 4]),
+    "omoe": lambda: DenseMoEArch(D, T, num_experts=4, expert_layers=[8, 4]),
+    "shared_bottom": lambda: SharedBottomArch(D, T, expert_layers=[8, 4]),
+    "ple": lambda: PLEArch(D, T, num_shared_experts=2, num_task_experts=1, expert_layers=[8, 4], num_levels=2),
 }
 
 

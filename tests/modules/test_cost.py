@@ -18,7 +18,7 @@ def _mlp_flops(dims: list[int]) -> int:
 
 
 def test_dense_mmoe_flops_and_params_equal_hand_counts() -> None:
-    arch = MMoEArch(D, T, 4, [8, 4])
+    arch = MMoEArch(D, T, num_experts=4, expert_layers=[8, 4])
     cost = arch_cost(arch, D, batch_size=32)
     assert cost.total_params == sum(p.numel() for p in arch.parameters()) == cost.active_params
     # gates D -> T*E, every expert, and the gated mix (a bmm: T tasks x E experts x H)
@@ -28,7 +28,8 @@ def test_dense_mmoe_flops_and_params_equal_hand_counts() -> None:
 
 def test_smes_counts_only_the_experts_it_runs() -> None:
     torch.manual_seed(0)
-    arch = SMESArch(D, T, 8, 1, 1, [8, 8])  # widths multiple of 4: the grouped-GEMM kernel, counted too
+    # widths multiple of 4: the grouped-GEMM kernel, counted too
+    arch = SMESArch(D, T, num_experts=8, k_shared=1, k_adaptive=1, expert_layers=[8, 8])
     cost = arch_cost(arch, D, batch_size=64, seed=3)
     h = torch.randn(64, D, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -42,7 +43,7 @@ def test_smes_counts_only_the_experts_it_runs() -> None:
 def test_sparse_rankmixer_reports_active_flops_below_its_dense_training_cost() -> None:
     torch.manual_seed(1)
     shape = RankMixerShape(num_tokens=4, model_dim=8, ffn_ratio=2, num_layers=1)
-    arch = RankMixerArch(D, T, shape, SparseMoE(num_experts=4, expert_ratio=2)).train()
+    arch = RankMixerArch(D, T, shape=shape, moe=SparseMoE(num_experts=4, expert_ratio=2)).train()
     cost = arch_cost(arch, D, batch_size=32)
     assert arch.training  # the mode is restored
     h = torch.randn(32, D, generator=torch.Generator().manual_seed(0))

@@ -32,7 +32,7 @@ class CountingExperts(nn.Module):
 def test_each_unique_pair_runs_exactly_once(T: int, E: int, k_s: int, k_a: int, static: bool) -> None:
     B, D = 50, 6
     torch.manual_seed(0)
-    arch = SMESArch(D, T, E, k_s, k_a, [4], static_dispatch=static)
+    arch = SMESArch(D, T, num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=[4], static_dispatch=static)
     arch.experts = CountingExperts(4)
     h = torch.randn(B, D)
     h[:, 0] = torch.arange(B, dtype=torch.float32)  # instance id, carried into the dispatched rows

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("autocast", [False, True])
 def test_forward_and_backward_never_synchronise_with_the_host(autocast: bool) -> None:
     torch.manual_seed(0)
-    arch = SMESArch(64, 4, 16, 2, 1, [64, 32]).cuda()
+    arch = SMESArch(64, 4, num_experts=16, k_shared=2, k_adaptive=1, expert_layers=[64, 32]).cuda()
     h = torch.randn(512, 64, device="cuda", requires_grad=True)
     arch(h)  # warm-up outside the check
     torch.cuda.synchronize()
@@ -30,7 +30,7 @@ def test_forward_and_backward_never_synchronise_with_the_host(autocast: bool) ->
 
 def test_bf16_grouped_gemm_matches_fp32_dense_reference() -> None:
     torch.manual_seed(1)
-    arch = SMESArch(64, 4, 16, 2, 1, [64, 32]).cuda()
+    arch = SMESArch(64, 4, num_experts=16, k_shared=2, k_adaptive=1, expert_layers=[64, 32]).cuda()
     h = torch.randn(256, 64, device="cuda")
     torch.testing.assert_close(arch(h).task_reprs, dense_masked_forward(arch, h), atol=5e-2, rtol=5e-2)
 

@@ -62,7 +62,7 @@ def _reference(arch: HoMEArch, h: torch.Tensor, categories: list[int]) -> torch.
 @pytest.mark.parametrize("task_specific", [1, 2])
 def test_home_matches_brute_force_reference(task_specific: int) -> None:
     torch.manual_seed(0)
-    arch = HoMEArch(D, CATEGORIES, LAYERS, HoMEExperts(2, 1, 1, 2, task_specific, lora_rank=3))
+    arch = HoMEArch(D, CATEGORIES, expert_layers=LAYERS, experts=HoMEExperts(2, 1, 1, 2, task_specific, lora_rank=3))
     h = torch.randn(B, D)
     out = arch(h)
     E = 1 + 2 * 2 + 5 * task_specific
@@ -106,7 +106,7 @@ def _perturb_category(arch: HoMEArch, category: int, categories: list[int]) -> N
 
 def test_category_mask_blocks_other_categories_experts() -> None:
     torch.manual_seed(2)
-    arch = HoMEArch(D, CATEGORIES, LAYERS, HoMEExperts(2, 2, 1, 1, 1, lora_rank=2))
+    arch = HoMEArch(D, CATEGORIES, expert_layers=LAYERS, experts=HoMEExperts(2, 2, 1, 1, 1, lora_rank=2))
     h = torch.randn(B, D)
     before = arch(h).task_reprs.detach()
     _perturb_category(arch, 1, CATEGORIES)
@@ -119,7 +119,8 @@ def test_category_mask_blocks_other_categories_experts() -> None:
 
 def test_cgc_style_shared_meta_gate_leaks_through_the_shared_representation() -> None:
     torch.manual_seed(3)
-    arch = HoMEArch(D, CATEGORIES, LAYERS, HoMEExperts(2, 2, 1, 1, 1, lora_rank=2, shared_meta_sees_all=True))
+    arch = HoMEArch(D, CATEGORIES, expert_layers=LAYERS,
+                    experts=HoMEExperts(2, 2, 1, 1, 1, lora_rank=2, shared_meta_sees_all=True))
     h = torch.randn(B, D)
     before = arch(h).task_reprs.detach()
     _perturb_category(arch, 1, CATEGORIES)
@@ -129,9 +130,9 @@ def test_cgc_style_shared_meta_gate_leaks_through_the_shared_representation() ->
 
 def test_home_gradients_and_serving_route() -> None:
     torch.manual_seed(4)
-    arch = HoMEArch(D, CATEGORIES, LAYERS, HoMEExperts(2, 1, 1, 1, 2, lora_rank=2))
+    arch = HoMEArch(D, CATEGORIES, expert_layers=LAYERS, experts=HoMEExperts(2, 1, 1, 1, 2, lora_rank=2))
     assert_grads(arch, arch(torch.randn(B, D)))
-    single = HoMEArch(D, CATEGORIES, LAYERS, HoMEExperts(1, 1, 1, 1, 1, lora_rank=2))
+    single = HoMEArch(D, CATEGORIES, expert_layers=LAYERS, experts=HoMEExperts(1, 1, 1, 1, 1, lora_rank=2))
     assert single.shared_gate is None  # one shared meta expert is m_sh itself, no constant gate
     assert_grads(single, single(torch.randn(B, D)))
     assert_serving_route(arch, torch.randn(B, D))
@@ -145,7 +146,7 @@ def test_home_gradients_and_serving_route() -> None:
 ])
 def test_home_rejects_bad_settings(categories: list[int], kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        HoMEArch(D, categories, LAYERS, HoMEExperts(**kwargs))
+        HoMEArch(D, categories, expert_layers=LAYERS, experts=HoMEExperts(**kwargs))
 
 
 def test_default_categories_split_watch_time_from_interaction() -> None:

@@ -18,7 +18,7 @@ LAYERS = [8, 5]
 
 def _make(warmup: int = 2, **kwargs: object) -> MoMEArch:
     torch.manual_seed(0)
-    arch = MoMEArch(D, T, E, LAYERS, MoMEMasks(warmup_steps=warmup, **kwargs))
+    arch = MoMEArch(D, T, num_experts=E, expert_layers=LAYERS, masks=MoMEMasks(warmup_steps=warmup, **kwargs))
     with torch.no_grad():  # masks spread over [-0.5, 1.5]: some clamp to 0, some to 1, some in between
         for mu in [*arch.neuron_mu, *arch.expert_mu]:
             mu.uniform_(-0.5, 1.5)
@@ -107,7 +107,7 @@ def test_state_dict_resumes_the_schedule_exactly() -> None:
     h = torch.randn(B, D)
     for _ in range(3):
         arch(h)
-    restored = MoMEArch(D, T, E, LAYERS, MoMEMasks(warmup_steps=3))
+    restored = MoMEArch(D, T, num_experts=E, expert_layers=LAYERS, masks=MoMEMasks(warmup_steps=3))
     restored.load_state_dict(arch.state_dict())
     assert restored.step.item() == 3 and restored.stage2().item() == 1.0
     arch.eval()
@@ -130,4 +130,4 @@ def test_mome_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="sigma"):
         MoMEMasks(sigma=0.0)
     with pytest.raises(ValueError, match="num_experts"):
-        MoMEArch(D, T, 0, LAYERS)
+        MoMEArch(D, T, num_experts=0, expert_layers=LAYERS)

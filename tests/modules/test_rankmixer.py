@@ -36,7 +36,7 @@ def test_token_mix_is_the_stated_permutation() -> None:
 def test_tokens_group_pad_chunk_and_project_per_token() -> None:
     torch.manual_seed(1)
     order = list(reversed(range(F_IN)))
-    arch = RankMixerArch(F_IN, T, SHAPE, column_order=order)
+    arch = RankMixerArch(F_IN, T, shape=SHAPE, column_order=order)
     h = torch.randn(B, F_IN)
     chunk = -(-F_IN // SHAPE.num_tokens)
     e = torch.cat([h[:, order], torch.zeros(B, SHAPE.num_tokens * chunk - F_IN)], dim=1)
@@ -44,7 +44,7 @@ def test_tokens_group_pad_chunk_and_project_per_token() -> None:
     for i in range(SHAPE.num_tokens):
         torch.testing.assert_close(tokens[:, i], e[:, i * chunk:(i + 1) * chunk] @ arch.proj_w[i] + arch.proj_b[i])
     with pytest.raises(ValueError, match="permutation"):
-        RankMixerArch(F_IN, T, SHAPE, column_order=[0] * F_IN)
+        RankMixerArch(F_IN, T, shape=SHAPE, column_order=[0] * F_IN)
 
 
 def _dense_reference(arch: RankMixerArch, h: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def _dense_reference(arch: RankMixerArch, h: torch.Tensor) -> torch.Tensor:
 
 def test_dense_rankmixer_matches_reference_and_broadcasts_one_vector() -> None:
     torch.manual_seed(2)
-    arch = RankMixerArch(F_IN, T, SHAPE)
+    arch = RankMixerArch(F_IN, T, shape=SHAPE)
     h = torch.randn(B, F_IN)
     out = arch(h)
     assert_contract(out, T, B, SHAPE.model_dim, 1)
@@ -80,7 +80,7 @@ MOE = SparseMoE(num_experts=3, expert_ratio=1, target_sparsity=0.5, lambda_init=
 
 def _sparse(seed: int = 3) -> RankMixerArch:
     torch.manual_seed(seed)
-    arch = RankMixerArch(F_IN, T, SHAPE, MOE)
+    arch = RankMixerArch(F_IN, T, shape=SHAPE, moe=MOE)
     with torch.no_grad():  # expert 2 of token 1 in block 0 is never active at inference; the rest vary
         arch.ffns[0].router_infer_bias[1, 2] = -1e4
     return arch
@@ -174,7 +174,7 @@ def test_lambda_grows_when_too_dense_and_shrinks_when_too_sparse() -> None:
     h = torch.randn(B, F_IN)
     for target, grows in [(0.99, True), (0.0, False)]:
         torch.manual_seed(4)
-        arch = RankMixerArch(F_IN, T, SHAPE, SparseMoE(target_sparsity=target, lambda_init=1.0)).train()
+        arch = RankMixerArch(F_IN, T, shape=SHAPE, moe=SparseMoE(target_sparsity=target, lambda_init=1.0)).train()
         arch(h)
         assert (arch.reg_lambda.item() > 1.0) is grows
 

@@ -23,7 +23,8 @@ def test_sparse_path_equals_dense_reference_with_gradients(
     T: int, E: int, k_s: int, k_a: int, D: int, layers: list[int], static: bool
 ) -> None:
     torch.manual_seed(E + T)
-    arch = SMESArch(D, T, E, k_s, k_a, layers, task_weights=[float(t + 1) for t in range(T)], static_dispatch=static)
+    arch = SMESArch(D, T, num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=layers,
+                    task_weights=[float(t + 1) for t in range(T)], static_dispatch=static)
     h = torch.randn(40, D, requires_grad=True)
     out = arch(h)
     ref = dense_masked_forward(arch, h)
@@ -39,7 +40,7 @@ def test_sparse_path_equals_dense_reference_with_gradients(
 
 
 def test_output_contract_and_telemetry() -> None:
-    arch = SMESArch(8, 4, 16, 2, 1, [8, 4])
+    arch = SMESArch(8, 4, num_experts=16, k_shared=2, k_adaptive=1, expert_layers=[8, 4])
     out = arch(torch.randn(32, 8))
     assert out.task_reprs.shape == (4, 32, 4)
     assert out.aux_loss.shape == () and torch.isfinite(out.aux_loss) and out.aux_loss.item() > 0
@@ -53,7 +54,7 @@ def test_output_contract_and_telemetry() -> None:
 @pytest.mark.parametrize(("k_s", "k_a"), [(1, 0), (0, 1)])
 def test_one_expert_with_k_one_equals_a_plain_mlp(k_s: int, k_a: int) -> None:
     torch.manual_seed(0)
-    arch = SMESArch(8, 3, 1, k_s, k_a, [16, 4])
+    arch = SMESArch(8, 3, num_experts=1, k_shared=k_s, k_adaptive=k_a, expert_layers=[16, 4])
     mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.ReLU())
     with torch.no_grad():
         for i, layer in enumerate([mlp[0], mlp[2]]):
@@ -69,7 +70,7 @@ def test_one_expert_with_k_one_equals_a_plain_mlp(k_s: int, k_a: int) -> None:
 
 def test_k_shared_zero_runs_classic_independent_top_k() -> None:
     torch.manual_seed(2)
-    arch = SMESArch(8, 4, 12, 0, 2, [8])
+    arch = SMESArch(8, 4, num_experts=12, k_shared=0, k_adaptive=2, expert_layers=[8])
     h = torch.randn(64, 8)
     logits = arch.gates(h)
     top = torch.topk(logits, 2, dim=-1)
@@ -82,7 +83,7 @@ def test_k_shared_zero_runs_classic_independent_top_k() -> None:
 
 def test_load_balance_gradient_reaches_the_router() -> None:
     torch.manual_seed(3)
-    arch = SMESArch(8, 4, 16, 2, 1, [8])
+    arch = SMESArch(8, 4, num_experts=16, k_shared=2, k_adaptive=1, expert_layers=[8])
     arch(torch.randn(32, 8)).aux_loss.backward()
     assert arch.gates.proj.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in arch.experts.parameters())
@@ -90,7 +91,7 @@ def test_load_balance_gradient_reaches_the_router() -> None:
 
 def test_task_weights_reach_the_shared_stage() -> None:
     torch.manual_seed(4)
-    arch = SMESArch(8, 2, 6, 1, 0, [4], task_weights=[3.0, 1.0])
+    arch = SMESArch(8, 2, num_experts=6, k_shared=1, k_adaptive=0, expert_layers=[4], task_weights=[3.0, 1.0])
     h = torch.randn(16, 8)
     expected = progressive_route(arch.gates(h), torch.tensor([3.0, 1.0]), 1, 0).ids_BTK
     assert torch.equal(arch(h).routing.ids_BTK, expected)
