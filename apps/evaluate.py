@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 
 import torch.distributed as dist
 
 from smes_rec.utils.logging import quiet_third_party
 
 quiet_third_party()  # before torchrec is imported
-warnings.filterwarnings("ignore", message=".*reduce_scatter_tensor.*", category=FutureWarning)
 
 from smes_rec.data.schema import DataError
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
