@@ -31,7 +31,7 @@ from tqdm import tqdm
 from smes_rec import MMoEArch, SMESArch, arch_cost
 from smes_rec.models.factory import ModelConfig, build_arch
 from smes_rec.modules.dispatch import dispatch_rows, plan_dispatch
-from smes_rec.modules.experts import _grouped_matmul
+from smes_rec.modules.experts import grouped_matmul
 from smes_rec.modules.routing import progressive_route
 
 
@@ -57,7 +57,7 @@ def grouped_gemm_gflops(arch: SMESArch, h: torch.Tensor, dtype: torch.dtype, rou
         x_PD = dispatch_rows(h, plan.instance_of_row_P).to(dtype)
     w_EDH = arch.experts.weights[0].detach().to(dtype)
     rows = int(plan.offsets_E[-1])  # real rows only: static-mode padding is not work
-    seconds = interleaved_medians({"gemm": lambda: _grouped_matmul(x_PD, w_EDH, plan.offsets_E)}, rounds,
+    seconds = interleaved_medians({"gemm": lambda: grouped_matmul(x_PD, w_EDH, plan.offsets_E)}, rounds,
                                   desc="grouped GEMM", device=h.device)["gemm"]
     return 2 * rows * w_EDH.size(1) * w_EDH.size(2) / seconds / 1e9
 

@@ -17,11 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GroupedMLP", "grouped_mlp"]
+__all__ = ["GroupedMLP", "grouped_matmul", "grouped_mlp"]
 
 
-def _grouped_matmul(x_PD: torch.Tensor, w_GDF: torch.Tensor, offsets_G: torch.Tensor) -> torch.Tensor:
-    """``x[rows of g] @ w[g]`` for every group g; rows past ``offsets_G[-1]`` are left to the kernel."""
+def grouped_matmul(x_PD: torch.Tensor, w_GDF: torch.Tensor, offsets_G: torch.Tensor) -> torch.Tensor:
+    """``x[rows of g] @ w[g]`` for every group g: one grouped GEMM when the rows are 16-byte aligned.
+
+    Args:
+        x_PD: Rows sorted by group.
+        w_GDF: Per-group weights ``[G, D, F]``.
+        offsets_G: int32 cumulative row counts per group; rows past ``offsets_G[-1]`` are padding (zeros, or left
+            to the kernel).
+
+    Returns:
+        ``[P, F]``.
+    """
     row_bytes = 16 // x_PD.element_size()
     if x_PD.size(1) % row_bytes == 0 and w_GDF.size(2) % row_bytes == 0:
         return torch._grouped_mm(x_PD, w_GDF, offs=offsets_G)
@@ -69,7 +79,7 @@ def grouped_mlp(
         raise ValueError(f"{len(weights)} weights but {len(biases)} biases")
     for i in range(len(weights)):  # indexed, not zipped: TorchScript compiles this function for serving
         w, b = weights[i], biases[i]
-        h = _grouped_matmul(h.to(compute_dtype), w.to(compute_dtype), offsets_G).to(out_dtype)
+        h = grouped_matmul(h.to(compute_dtype), w.to(compute_dtype), offsets_G).to(out_dtype)
         # Padding rows (group G) read a zero bias, so whatever the kernel leaves in them never reaches a gradient.
         h = h + torch.cat([b, b.new_zeros(1, b.size(1))]).index_select(0, group_of_row_P)
         if i < last or activate_last:
