@@ -158,8 +158,7 @@ def test_entry_point_registration_end_to_end(tmp_path) -> None:
 
 def test_installed_entry_points_find_smes_and_builtins() -> None:
     names = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="torchx.components")}
-    if "smes" not in names:
-        pytest.skip("the installed smes-rec metadata predates the smes entry point: run `pip install -e .`")
+    assert "smes" in names, "the installed smes-rec metadata lacks the smes entry point: run `pip install -e .`"
     result = run_torchx(["builtins"], timeout=60)
     assert result.returncode == 0, result.output
     for name in ("smes.train", "smes.evaluate", "dist.ddp", "utils.echo"):

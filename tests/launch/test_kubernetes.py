@@ -6,12 +6,10 @@ from __future__ import annotations
 import shlex
 from unittest import mock
 
-import pytest
+import kubernetes  # noqa: F401  (the dev extras install torchx[kubernetes]; without the client these tests fail)
 import yaml
 
 from .helpers import EVALUATE, TRAIN, components, run_torchx
-
-pytest.importorskip("kubernetes", reason="the Kubernetes dry run needs torchx[kubernetes] (the kubernetes client)")
 
 IMAGE = "registry.example.com/ml/smes-rec:0.1.0-cuda"
 

@@ -2,7 +2,7 @@
 on localhost), and crash survival (a SIGKILLed worker, torchrun restarts the group, training resumes).
 
 The stand-in tests exercise the launch mechanics with ``tests/launch/standin.py``; the app tests run the real
-``apps/train.py`` / ``apps/evaluate.py`` on ``configs/tiny.yaml`` and skip (with the reason) while those are missing.
+``apps/train.py`` / ``apps/evaluate.py`` on ``configs/tiny.yaml`` (a missing app or config fails them).
 """
 
 from __future__ import annotations
@@ -130,8 +130,6 @@ def test_evaluate_passes_arguments(tmp_path: Path) -> None:
 
 # ---- the real apps ------------------------------------------------------------------------------------------------
 
-TRAIN_APP = REPO_ROOT / "apps" / "train.py"
-EVALUATE_APP = REPO_ROOT / "apps" / "evaluate.py"
 TINY = "configs/tiny.yaml"
 # Long enough for a kill after the first checkpoint to land mid-run, short enough for CI.
 TINY_OVERRIDES = "schedule.max_steps=80,schedule.checkpoint_every=20"
@@ -140,10 +138,6 @@ APP_TIMEOUT = 300
 # The "run" section of final_metrics.json describes the last process's run (its timing, its steps since a resume).
 RUN_DEPENDENT_KEY = re.compile(r"^run\.|time|sec|duration|elapsed|throughput|qps|per_s|restart|resum|wall",
                                re.IGNORECASE)
-
-HAVE_TRAIN_APP = TRAIN_APP.exists() and (REPO_ROOT / TINY).exists()
-needs_train_app = pytest.mark.skipif(not HAVE_TRAIN_APP, reason="apps/train.py or configs/tiny.yaml not written yet")
-needs_evaluate_app = pytest.mark.skipif(not EVALUATE_APP.exists(), reason="apps/evaluate.py not written yet")
 
 
 def _train_args(output_dir: Path, log_dir: Path, *extra: str) -> list[str]:
@@ -224,8 +218,6 @@ def _is_rng_state(key: str) -> bool:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted 1x2 training run on the tiny config; its output directory."""
-    if not HAVE_TRAIN_APP:
-        pytest.skip("apps/train.py or configs/tiny.yaml not written yet")
     root = tmp_path_factory.mktemp("uninterrupted")
     result = run_torchx(_train_args(root / "out", root / "logs", "-j", "1x2"), timeout=APP_TIMEOUT)
     assert result.returncode == 0, result.output
@@ -255,8 +247,6 @@ def _kill_a_worker_after_first_checkpoint(proc, output_dir: Path, deadline: floa
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same run with ``--max_retries 1``, one worker SIGKILLed mid-run; its output directory."""
-    if not HAVE_TRAIN_APP:
-        pytest.skip("apps/train.py or configs/tiny.yaml not written yet")
     root = tmp_path_factory.mktemp("interrupted")
     output_dir = root / "out"
     proc = launch(_train_args(output_dir, root / "logs", "-j", "1x2", "--max_retries", "1"), {"LOGLEVEL": "INFO"})
@@ -268,8 +258,6 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output_dir
 
 
-@needs_train_app
-@needs_evaluate_app
 def test_train_one_node_two_processes_then_evaluate(uninterrupted: Path, tmp_path: Path) -> None:
     assert (uninterrupted / "final_metrics.json").exists()
     checkpoints = _checkpoints(uninterrupted)
@@ -283,7 +271,6 @@ def test_train_one_node_two_processes_then_evaluate(uninterrupted: Path, tmp_pat
     assert any((tmp_path / "eval").iterdir()), "evaluate wrote nothing to --out"
 
 
-@needs_train_app
 def test_train_two_nodes_one_process(tmp_path: Path) -> None:
     args = _train_args(tmp_path / "out", tmp_path / "logs", "-j", "2x1", "--rdzv_port", str(free_port()))
     result = run_torchx(args, timeout=APP_TIMEOUT)
@@ -291,7 +278,6 @@ def test_train_two_nodes_one_process(tmp_path: Path) -> None:
     assert _final_metrics(tmp_path / "out")
 
 
-@needs_train_app
 def test_killed_worker_resumes_to_the_same_weights_and_metrics(
     uninterrupted: Path, interrupted: Path, tmp_path: Path
 ) -> None:
@@ -307,7 +293,6 @@ def test_killed_worker_resumes_to_the_same_weights_and_metrics(
     assert not different, f"final_metrics.json differs (interrupted, uninterrupted): {different}"
 
 
-@needs_train_app
 def test_killed_worker_resumes_the_same_random_stream(uninterrupted: Path, interrupted: Path, tmp_path: Path) -> None:
     """The RNG state saved in every checkpoint matches too, so random layers (dropout) would also resume exactly."""
     for ours, theirs in zip(_checkpoints(interrupted), _checkpoints(uninterrupted), strict=True):

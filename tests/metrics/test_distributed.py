@@ -1,4 +1,5 @@
-"""One and two gloo ranks give the same AUC, GAUC and pointwise metrics when a group's rows span ranks."""
+"""One and two gloo ranks give the same AUC, GAUC and pointwise metrics when a group's rows span ranks; the
+distributed functions equal the single-process ones; input errors are raised on every rank."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Baselines: references, shapes, gate sums, and fx traces of every arch equal eager."""
+"""Baselines against references (shapes, gate sums, gradients), PLE's construction errors, and fx traces of every
+arch (SMES included) equal to eager."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""GroupedMLP: the grouped-GEMM sparse path, the dense paths and a plain per-group loop agree."""
+"""GroupedMLP: the grouped-GEMM sparse path, the dense paths and a plain per-group loop agree; construction errors
+name the argument."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""HoMEArch: a brute-force reference, the category mask, feature and self gates, gradients, and the serving route."""
+"""HoMEArch: a brute-force reference, the category mask, feature and self gates, gradients, the serving route,
+construction errors and the default task categories."""
 
 from __future__ import annotations
 

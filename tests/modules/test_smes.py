@@ -1,4 +1,6 @@
-"""SMESArch: sparse execution equals the dense masked reference; edge cases; construction errors; fx."""
+"""SMESArch: sparse execution equals the dense masked reference (with gradients); the output contract and telemetry;
+edge cases (one expert, naive top-K); the balancing loss reaches the router; task weights; construction errors.
+Its fx trace is checked with every arch's in test_baselines.py."""
 
 from __future__ import annotations
 
