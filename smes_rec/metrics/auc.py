@@ -13,9 +13,8 @@ Definitions (all sums in float64):
   positive weight; ``weighting="uniform"`` is the plain mean over groups. With no usable group the value is NaN
   and ``num_groups`` is 0.
 
-Rows with weight 0 behave exactly as if they were absent. Inputs are validated (NaN scores, non-binary labels,
-negative or non-finite weights raise ``ValueError``); the checks read values on the host, which is intended for
-offline evaluation, not for use inside a traced model.
+Rows with weight 0 behave exactly as if they were absent. Inputs are validated by ``metrics/inputs.py`` (NaN
+scores, non-binary labels, negative or non-finite weights raise ``ValueError``).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
+
+from smes_rec.metrics.inputs import check_auc_inputs
 
 Weighting = Literal["impressions", "uniform"]
 WEIGHTINGS: tuple[str, ...] = ("impressions", "uniform")
@@ -54,47 +55,6 @@ class GAUCResult(NamedTuple):
     value: torch.Tensor
     num_groups: torch.Tensor
     num_rows_used: torch.Tensor
-
-
-def check_auc_inputs(
-    preds_N: torch.Tensor,
-    labels_N: torch.Tensor,
-    weights_N: torch.Tensor | None,
-    groups_N: torch.Tensor | None = None,
-) -> None:
-    """Validates the inputs of :func:`auc`, :func:`per_group_auc` and :func:`gauc`.
-
-    Args:
-        preds_N: ``[N]`` floating-point scores.
-        labels_N: ``[N]`` labels.
-        weights_N: ``[N]`` example weights, or None.
-        groups_N: ``[N]`` group ids, or None.
-
-    Raises:
-        ValueError: on mismatched shapes, non-float scores, NaN scores, labels other than 0/1, negative or
-            non-finite weights, or non-integer group ids.
-    """
-    tensors = {"preds_N": preds_N, "labels_N": labels_N}
-    if weights_N is not None:
-        tensors["weights_N"] = weights_N
-    if groups_N is not None:
-        tensors["groups_N"] = groups_N
-    for name, tensor in tensors.items():
-        if tensor.dim() != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {tuple(tensor.shape)}")
-    sizes = {name: tensor.numel() for name, tensor in tensors.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"inputs must have the same length, got {sizes}")
-    if not preds_N.is_floating_point():
-        raise ValueError(f"preds_N must be a floating-point tensor, got {preds_N.dtype}")
-    if groups_N is not None and (groups_N.is_floating_point() or groups_N.is_complex() or groups_N.dtype == torch.bool):
-        raise ValueError(f"groups_N must be an integer tensor, got {groups_N.dtype}")
-    if bool(torch.isnan(preds_N).any()):
-        raise ValueError("preds_N contains NaN")
-    if not bool(((labels_N == 0) | (labels_N == 1)).all()):
-        raise ValueError("labels_N must be 0 or 1 (NaN and soft labels are not supported)")
-    if weights_N is not None and not bool((torch.isfinite(weights_N) & (weights_N >= 0)).all()):
-        raise ValueError("weights_N must be finite and non-negative")
 
 
 def _auc_by_group(

@@ -27,11 +27,11 @@ from smes_rec.metrics.auc import (
     GAUCResult,
     Weighting,
     auc,
-    check_auc_inputs,
     gauc_from_partial_sums,
     gauc_partial_sums,
     per_group_auc,
 )
+from smes_rec.metrics.inputs import check_auc_inputs
 
 ProcessGroup = dist.ProcessGroup
 

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import torch
 
+from smes_rec.metrics.inputs import check_probability_inputs
+
 DEFAULT_EPS = 1e-12  # torchrec's default eta: keeps log(0) finite for saturated predictions.
 
 
@@ -62,18 +64,6 @@ class BinaryMetrics(NamedTuple):
     num_examples: torch.Tensor
 
 
-def _check(preds_N: torch.Tensor, labels_N: torch.Tensor, weights_N: torch.Tensor | None) -> None:
-    shapes = [tuple(t.shape) for t in (preds_N, labels_N, weights_N) if t is not None]
-    if len(shapes[0]) != 1 or len(set(shapes)) != 1:
-        raise ValueError(f"preds_N, labels_N and weights_N must be 1-D with the same length, got {shapes}")
-    if not bool(((preds_N >= 0) & (preds_N <= 1)).all()):
-        raise ValueError("preds_N must be probabilities in [0, 1] (apply a sigmoid to logits); NaN is rejected")
-    if not bool(((labels_N == 0) | (labels_N == 1)).all()):
-        raise ValueError("labels_N must be 0 or 1 (NaN and soft labels are not supported)")
-    if weights_N is not None and not bool((torch.isfinite(weights_N) & (weights_N >= 0)).all()):
-        raise ValueError("weights_N must be finite and non-negative")
-
-
 def binary_sums(
     preds_N: torch.Tensor,
     labels_N: torch.Tensor,
@@ -95,7 +85,7 @@ def binary_sums(
         ValueError: on shape mismatch, probabilities outside ``[0, 1]`` or NaN, non-binary labels, or
             negative / non-finite weights.
     """
-    _check(preds_N, labels_N, weights_N)
+    check_probability_inputs(preds_N, labels_N, weights_N)
     p_N = preds_N.to(torch.float64)
     y_N = labels_N.to(torch.float64)
     w_N = torch.ones_like(p_N) if weights_N is None else weights_N.to(torch.float64)
