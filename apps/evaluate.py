@@ -19,8 +19,6 @@ import argparse
 import os
 import sys
 
-import torch.distributed as dist
-
 from smes_rec.utils.logging import quiet_third_party
 
 quiet_third_party()  # before torchrec is imported
@@ -28,6 +26,7 @@ quiet_third_party()  # before torchrec is imported
 from smes_rec.data.schema import DataError
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
 from smes_rec.train.loop import metrics_table
+from smes_rec.utils.cli import closing_process_group, report_error
 from smes_rec.utils.config import ConfigError
 
 
@@ -45,19 +44,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: sharded under torchrun with several processes, else unsharded on the CPU")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    rank = os.environ.get("RANK", "0")
     try:
-        cfg = EvalConfig(checkpoint=args.checkpoint, split=args.split, out=args.out, overrides=tuple(args.set),
-                         max_batches=args.max_batches, predictions=args.predictions, mode=args.mode,
-                         progress=not args.no_progress)
-        outcome = evaluate_checkpoint(cfg)
+        with closing_process_group():
+            cfg = EvalConfig(checkpoint=args.checkpoint, split=args.split, out=args.out, overrides=tuple(args.set),
+                             max_batches=args.max_batches, predictions=args.predictions, mode=args.mode,
+                             progress=not args.no_progress)
+            outcome = evaluate_checkpoint(cfg)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"evaluate.py: error (rank {rank}): {e}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if rank == "0":
+        return report_error("evaluate.py", e)
+    if os.environ.get("RANK", "0") == "0":
         run, routing = outcome.summary["run"], outcome.summary["routing"]
         print(f"\n{run['arch']} step {run['step']}, {run['split']} split ({routing['num_instances']} instances):")
         print(metrics_table(outcome.result.metrics, ("auc", "gauc", "gauc_uniform", "log_loss", "ne")))

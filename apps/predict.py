@@ -17,14 +17,13 @@ import argparse
 import os
 import sys
 
-import torch.distributed as dist
-
 from smes_rec.utils.logging import quiet_third_party
 
 quiet_third_party()  # before torchrec is imported
 
 from smes_rec.data.schema import DataError
 from smes_rec.serving.predict import PredictConfig, predict
+from smes_rec.utils.cli import closing_process_group, report_error
 from smes_rec.utils.config import ConfigError
 
 
@@ -39,18 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1024, help="rows per model call (1024)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    rank = os.environ.get("RANK", "0")
     try:
-        cfg = PredictConfig(model=args.model, out=args.out, data=tuple(args.data or ()), split=args.split,
-                            keep=tuple(args.keep), batch_size=args.batch_size, progress=not args.no_progress)
-        outcome = predict(cfg)
+        with closing_process_group():
+            cfg = PredictConfig(model=args.model, out=args.out, data=tuple(args.data or ()), split=args.split,
+                                keep=tuple(args.keep), batch_size=args.batch_size, progress=not args.no_progress)
+            outcome = predict(cfg)
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"predict.py: error (rank {rank}): {e}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if rank == "0":
+        return report_error("predict.py", e)
+    if os.environ.get("RANK", "0") == "0":
         print(f"{outcome.total_rows} rows scored -> {outcome.out}")
     return 0
 

@@ -13,10 +13,7 @@ good checkpoint stays intact).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
-import torch.distributed as dist
 
 from smes_rec.utils.logging import quiet_third_party
 
@@ -24,9 +21,9 @@ quiet_third_party()  # before torchrec is imported
 
 from smes_rec.train.app import TrainConfig, run
 from smes_rec.train.loop import NonFiniteLossError
+from smes_rec.utils.cli import EXIT_ERROR, closing_process_group, report_error
 from smes_rec.utils.config import ConfigError, load_yaml
 
-EXIT_ERROR = 2  # usage, config, data, output folder, lock, resume mismatch, damaged checkpoint
 EXIT_NON_FINITE_LOSS = 3
 
 
@@ -44,18 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    rank = os.environ.get("RANK", "0")
     try:
-        run(cfg, resume=args.resume, progress=not args.no_progress)
+        with closing_process_group():
+            run(cfg, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLossError as e:
-        print(f"\ntrain.py: stopped (rank {rank}): {e}", file=sys.stderr)
+        print(file=sys.stderr)
+        report_error("train.py", e, what="stopped")
         return EXIT_NON_FINITE_LOSS
     except (ValueError, FileExistsError) as e:
-        print(f"train.py: error (rank {rank}): {e}", file=sys.stderr)
-        return EXIT_ERROR
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        return report_error("train.py", e)
     return 0
 
 
