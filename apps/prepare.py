@@ -26,16 +26,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from smes_rec.data.cells import INT64_TEXT, iter_batches, parse_numbers, read_side_table
 from smes_rec.data.config import SyntheticConfig
-from smes_rec.data.features import FeatureProcessor, parse_numbers
+from smes_rec.data.features import FeatureProcessor
+from smes_rec.data.files import RowContext, resolve_join, side_table_columns
 from smes_rec.data.hashing import bucketize_ids, canonical_ids
-from smes_rec.data.readers import RowContext, iter_batches, read_side_table, resolve_join, side_table_columns
 from smes_rec.data.schema import DEFAULT_NULL_VALUES, DataError, load_schema
 from smes_rec.data.source import DataSource
 from smes_rec.data.synthetic import generate
 from smes_rec.utils.config import ConfigError, to_mapping
-
-_INT_TEXT = r"^\s*-?[0-9]{1,18}\s*$"
 
 
 # --------------------------------------------------------------------------------------------------- validate
@@ -211,7 +210,7 @@ def _narrow(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
         all_ints = (pa.types.is_string(col.type) and len(col) and col.null_count < len(col)
-                    and pc.all(pc.fill_null(pc.match_substring_regex(col, _INT_TEXT), True)).as_py())
+                    and pc.all(pc.fill_null(pc.match_substring_regex(col, INT64_TEXT), True)).as_py())
         if all_ints:
             col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
         arrays.append(col)

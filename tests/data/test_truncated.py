@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smes_rec.data.readers import iter_batches, read_side_table
+from smes_rec.data.cells import iter_batches, read_side_table
 from smes_rec.data.schema import DataError
 from smes_rec.data.source import DataSource
 from tests.data.helpers import write_schema
@@ -77,7 +77,7 @@ def test_truncated_gzip_csv_is_an_error_in_every_reader(tmp_path: Path, make: st
         gzip_cut_mid_member(path, members=1 if make == "mid_member" else 2)
     with pytest.raises(DataError, match=rf"{path}: the gzip data ends early \(a truncated or incomplete file\)"):
         _read_all(tmp_path, path.name)
-    from smes_rec.data.readers import FileInfo
+    from smes_rec.data.files import FileInfo
 
     info = FileInfo(str(path), path.name, "csv", True, ",", True, ("user", "item", "click"), 0, 0, 0)
     with pytest.raises(DataError, match=rf"{path}: after data row \d+: cannot be read \(a truncated or corrupt file"):
@@ -108,7 +108,7 @@ def test_corrupt_parquet_is_an_error_naming_file_and_row_group(tmp_path: Path) -
     with pytest.raises(DataError, match=rf"{path}: row group 1 \(rows 5001..10000\) cannot be read, the file is "
                                         "corrupt"):
         _read_all(tmp_path, path.name)
-    from smes_rec.data.readers import FileInfo
+    from smes_rec.data.files import FileInfo
 
     info = FileInfo(str(path), path.name, "parquet", False, "", False, ("user", "item", "click"), 0, 0, 0)
     with pytest.raises(DataError, match=rf"{path}: after data row 5000: cannot be read, the file is corrupt"):
