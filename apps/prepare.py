@@ -32,6 +32,7 @@ from smes_rec.data.features import FeatureProcessor
 from smes_rec.data.files import RowContext, resolve_join, side_table_columns
 from smes_rec.data.hashing import bucketize_ids, canonical_ids
 from smes_rec.data.schema import DEFAULT_NULL_VALUES, DataError, load_schema
+from smes_rec.data.shards import ShardWriter
 from smes_rec.data.source import DataSource
 from smes_rec.data.synthetic import generate
 from smes_rec.utils.config import ConfigError, to_mapping
@@ -236,25 +237,10 @@ def convert(schema_path: str, out_dir: str, files: Sequence[str] = (), data_root
     source = DataSource.from_schema(schema, files)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    part = 0
-    writer: pq.ParquetWriter | None = None
-    in_file = 0
-    for info in source.files:
-        for _, batch in iter_batches(info, None, source.kinds, schema.null_values, row_group_rows):
-            batch = _narrow(batch)
-            start = 0
-            while start < batch.num_rows:
-                if writer is not None and (writer.schema != batch.schema or in_file >= rows_per_file):
-                    writer.close()  # a shard ends when full, or where a column's type changes
-                    writer, part, in_file = None, part + 1, 0
-                if writer is None:
-                    writer = pq.ParquetWriter(out / f"part-{part:05d}.parquet", batch.schema)
-                take = min(batch.num_rows - start, rows_per_file - in_file)
-                writer.write_batch(batch.slice(start, take), row_group_size=row_group_rows)
-                start += take
-                in_file += take
-    if writer is not None:
-        writer.close()
+    with ShardWriter(out, rows_per_file, row_group_rows) as shards:  # a shard also ends where a type changes
+        for info in source.files:
+            for _, batch in iter_batches(info, None, source.kinds, schema.null_values, row_group_rows):
+                shards.write(_narrow(batch))
     joins = []
     for i, j in enumerate(schema.joins):
         path = resolve_join(schema, j, i)

@@ -13,7 +13,7 @@ from smes_rec.data.files import FileCache
 
 DATA = Path(__file__).resolve().parents[2] / "smes_rec" / "data"
 # The flow, first to last: a module may import only modules listed before it.
-FLOW = ("config", "batch", "cache", "fitted", "heterogeneous", "schema", "synthetic", "files", "cells",
+FLOW = ("config", "batch", "cache", "fitted", "heterogeneous", "schema", "shards", "synthetic", "files", "cells",
         "hashing", "vocab", "joins", "features", "splits", "fitting", "source", "packing", "loader")
 
 
