@@ -245,7 +245,7 @@ def convert(schema_path: str, out_dir: str, files: Sequence[str] = (), data_root
     for i, j in enumerate(schema.joins):
         path = resolve_join(schema, j, i)
         names = side_table_columns(path, j.delimiter)
-        table, _ = read_side_table(schema, j, i, names, source.kinds)
+        table = read_side_table(path, j, i, names, source.kinds, schema.null_values)
         name = f"side-{i}-{Path(path).name.split('.')[0]}.parquet"
         pq.write_table(_narrow(table), out / name)
         joins.append(dataclasses.replace(j, path=name, delimiter=None))

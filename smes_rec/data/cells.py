@@ -29,10 +29,9 @@ from smes_rec.data.files import (
     default_delimiter,
     infer_format,
     read_text_range,
-    resolve_join,
     side_table_columns,
 )
-from smes_rec.data.schema import DataError, DatasetSchema, Join
+from smes_rec.data.schema import DataError, Join
 
 __all__ = [
     "INT64_TEXT",
@@ -250,29 +249,28 @@ def _field_count_error(path: str, row: pacsv.InvalidRow) -> DataError:
 
 
 # ------------------------------------------------------------------------------------------- whole-file reads
-def read_side_table(schema: DatasetSchema, join: Join, index: int, columns: Sequence[str] | None,
-                    kinds: dict[str, str]) -> tuple[pa.Table, str]:
+def read_side_table(path: str, join: Join, index: int, columns: Sequence[str] | None, kinds: dict[str, str],
+                    null_values: Sequence[str]) -> pa.Table:
     """Reads a whole side table (they are small: one row per user or item).
 
     Args:
-        schema: The schema (for the data root, null values).
-        join: The join.
+        path: The side table file (``files.resolve_join``).
+        join: The join (for the delimiter).
         index: Its position in ``schema.joins`` (for error messages).
         columns: The columns to read (None: all).
         kinds: ``"number"``/``"text"`` per column for text parsing; other columns are parsed as text.
+        null_values: Text cells that mean "missing".
 
     Returns:
-        The table and its resolved path.
+        The table.
 
     Raises:
-        ConfigError: When the path matches no file or several.
         DataError: For unreadable files.
     """
-    path = resolve_join(schema, join, index)
     fmt = infer_format(path)
     if fmt == "parquet":
         try:
-            return pq.read_table(path, columns=list(columns) if columns is not None else None), path
+            return pq.read_table(path, columns=list(columns) if columns is not None else None)
         except (OSError, pa.ArrowException) as e:
             raise DataError(f"{path}: not a readable Parquet file (joins[{index}]): {e}") from e
     delimiter = default_delimiter(fmt, join.delimiter)
@@ -283,7 +281,7 @@ def read_side_table(schema: DatasetSchema, join: Join, index: int, columns: Sequ
             path,
             read_options=pacsv.ReadOptions(use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=_collect(bad)),
-            convert_options=_convert_options(wanted, kinds, schema.null_values),
+            convert_options=_convert_options(wanted, kinds, null_values),
         )
     except pa.ArrowInvalid as e:
         if bad:
@@ -291,7 +289,7 @@ def read_side_table(schema: DatasetSchema, join: Join, index: int, columns: Sequ
         raise DataError(f"{path}: {e}") from e
     except OSError as e:  # e.g. "Truncated compressed stream" from a cut .gz file
         raise DataError(f"{path}: cannot be read (a truncated or corrupt file?): {e}") from e
-    return table, path
+    return table
 
 
 def iter_batches(

@@ -22,7 +22,7 @@ import pyarrow as pa
 from smes_rec.data.cache import cache_key, locked
 from smes_rec.data.config import SplitConfig
 from smes_rec.data.features import FeatureProcessor
-from smes_rec.data.files import FileInfo, RowContext, resolve_join
+from smes_rec.data.files import FileInfo, RowContext
 from smes_rec.data.fitted import FittedTransform
 from smes_rec.data.joins import ColumnPlan
 from smes_rec.data.schema import DataError, DatasetSchema, DenseFeature
@@ -101,11 +101,12 @@ def _blame_dense(f: DenseFeature, x: np.ndarray, ctx: RowContext) -> None:
                     "'standardize')")
 
 
-def stats_path(cache_dir: Path, schema: DatasetSchema, files: Sequence[FileInfo], split: SplitConfig) -> Path:
+def stats_path(cache_dir: Path, schema: DatasetSchema, plan: ColumnPlan, files: Sequence[FileInfo],
+               split: SplitConfig) -> Path:
     """Where the transform fitted on these files is cached: keyed by everything that changes it."""
     joins = []
-    for i, j in enumerate(schema.joins):
-        st = os.stat(resolve_join(schema, j, i))
+    for j, path in zip(schema.joins, plan.join_paths, strict=True):
+        st = os.stat(path)
         joins.append((asdict(j), st.st_size, st.st_mtime_ns))
     key = cache_key({
         "version": 2,

@@ -35,12 +35,14 @@ class ColumnPlan:
     Attributes:
         log_columns: Columns read from the data files.
         join_columns: Per join, the side-table columns it adds.
+        join_paths: Per join, its side table file (resolved once, here).
         uses: ``column -> first schema key that reads it``.
         kinds: ``column -> "number" | "text"``.
     """
 
     log_columns: tuple[str, ...]
     join_columns: tuple[tuple[str, ...], ...]
+    join_paths: tuple[str, ...]
     uses: Mapping[str, str]
     kinds: Mapping[str, str]
 
@@ -62,12 +64,14 @@ class ColumnPlan:
         uses, kinds = column_roles(schema)
         present = set(file_columns)
         join_cols: list[tuple[str, ...]] = []
+        join_paths: list[str] = []
         taken: dict[str, str] = {}
         for i, j in enumerate(schema.joins):
             if j.key not in present:
                 raise ConfigError(f"joins[{i}].key: column {j.key!r} is not in {source} (columns: "
                                   f"{list(file_columns)})")
             path = resolve_join(schema, j, i)
+            join_paths.append(path)
             side = side_table_columns(path, j.delimiter)
             if j.side_column not in side:
                 raise ConfigError(f"joins[{i}].side_key: column {j.side_column!r} is not in {path} (columns: "
@@ -94,7 +98,7 @@ class ColumnPlan:
                 f"{uses[c]}: column {c!r} is not in {source} nor in a joined table (file columns: {list(file_columns)})"
             )
         log = tuple(c for c in uses if c in present and c not in taken)
-        return ColumnPlan(log, tuple(join_cols), dict(uses), dict(kinds))
+        return ColumnPlan(log, tuple(join_cols), tuple(join_paths), dict(uses), dict(kinds))
 
 
 def join_hash(key: np.ndarray, is_int: np.ndarray) -> np.ndarray:
@@ -124,7 +128,8 @@ class SideTable:
         self.columns = plan.join_columns[index]
         kinds = {c: plan.kinds.get(c, "text") for c in self.columns}
         kinds[join.side_column] = "text"
-        table, self.path = read_side_table(schema, join, index, [join.side_column, *self.columns], kinds)
+        self.path = plan.join_paths[index]
+        table = read_side_table(self.path, join, index, [join.side_column, *self.columns], kinds, schema.null_values)
         self.num_rows = n = table.num_rows
         info = FileInfo(self.path, self.path, infer_format(self.path), False, "", True, tuple(table.column_names),
                         n, 0, 0)

@@ -260,7 +260,7 @@ class DataSource:
             if not self.schema.dense_to_fit and not self.schema.vocab_tables:
                 self._fitted = FittedTransform()
             else:
-                path = stats_path(self.cache_dir, self.schema, self.files, self.split)
+                path = stats_path(self.cache_dir, self.schema, self.plan, self.files, self.split)
                 self._fitted = load_or_fit(path, self.fit_transform)
         return self._fitted
 

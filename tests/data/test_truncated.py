@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smes_rec.data.cells import iter_batches, read_side_table
+from smes_rec.data.files import resolve_join
 from smes_rec.data.schema import DataError
 from smes_rec.data.source import DataSource
 from tests.data.helpers import write_schema
@@ -90,8 +91,10 @@ def test_truncated_gzip_side_table_is_an_error(tmp_path: Path) -> None:
     from smes_rec.data.schema import Join, load_schema
 
     schema = load_schema(_schema(tmp_path, "log.csv"))
+    join = Join("users.csv.gz", "user")
+    path = resolve_join(schema, join, 0)
     with pytest.raises(DataError, match=r"users.csv.gz: (cannot read the header line|cannot be read)"):
-        read_side_table(schema, Join("users.csv.gz", "user"), 0, ["user", "item"], {})
+        read_side_table(path, join, 0, ["user", "item"], {}, schema.null_values)
 
 
 def test_intact_multi_member_gzip_reads_every_row(tmp_path: Path) -> None:
