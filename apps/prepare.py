@@ -26,16 +26,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from smes_rec.data.cells import INT64_TEXT, iter_batches, parse_numbers, read_side_table
 from smes_rec.data.config import SyntheticConfig
-from smes_rec.data.features import FeatureProcessor, parse_numbers
+from smes_rec.data.features import FeatureProcessor
+from smes_rec.data.files import RowContext, resolve_join, side_table_columns
 from smes_rec.data.hashing import bucketize_ids, canonical_ids
-from smes_rec.data.readers import RowContext, iter_batches, read_side_table, resolve_join, side_table_columns
 from smes_rec.data.schema import DEFAULT_NULL_VALUES, DataError, load_schema
+from smes_rec.data.shards import ShardWriter
 from smes_rec.data.source import DataSource
 from smes_rec.data.synthetic import generate
 from smes_rec.utils.config import ConfigError, to_mapping
-
-_INT_TEXT = r"^\s*-?[0-9]{1,18}\s*$"
 
 
 # --------------------------------------------------------------------------------------------------- validate
@@ -211,7 +211,7 @@ def _narrow(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
         if isinstance(col, pa.ChunkedArray):
             col = col.combine_chunks()
         all_ints = (pa.types.is_string(col.type) and len(col) and col.null_count < len(col)
-                    and pc.all(pc.fill_null(pc.match_substring_regex(col, _INT_TEXT), True)).as_py())
+                    and pc.all(pc.fill_null(pc.match_substring_regex(col, INT64_TEXT), True)).as_py())
         if all_ints:
             col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
         arrays.append(col)
@@ -237,30 +237,15 @@ def convert(schema_path: str, out_dir: str, files: Sequence[str] = (), data_root
     source = DataSource.from_schema(schema, files)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    part = 0
-    writer: pq.ParquetWriter | None = None
-    in_file = 0
-    for info in source.files:
-        for _, batch in iter_batches(info, None, source.kinds, schema.null_values, row_group_rows):
-            batch = _narrow(batch)
-            start = 0
-            while start < batch.num_rows:
-                if writer is not None and (writer.schema != batch.schema or in_file >= rows_per_file):
-                    writer.close()  # a shard ends when full, or where a column's type changes
-                    writer, part, in_file = None, part + 1, 0
-                if writer is None:
-                    writer = pq.ParquetWriter(out / f"part-{part:05d}.parquet", batch.schema)
-                take = min(batch.num_rows - start, rows_per_file - in_file)
-                writer.write_batch(batch.slice(start, take), row_group_size=row_group_rows)
-                start += take
-                in_file += take
-    if writer is not None:
-        writer.close()
+    with ShardWriter(out, rows_per_file, row_group_rows) as shards:  # a shard also ends where a type changes
+        for info in source.files:
+            for _, batch in iter_batches(info, None, source.kinds, schema.null_values, row_group_rows):
+                shards.write(_narrow(batch))
     joins = []
     for i, j in enumerate(schema.joins):
         path = resolve_join(schema, j, i)
         names = side_table_columns(path, j.delimiter)
-        table, _ = read_side_table(schema, j, i, names, source.kinds)
+        table = read_side_table(path, j, i, names, source.kinds, schema.null_values)
         name = f"side-{i}-{Path(path).name.split('.')[0]}.parquet"
         pq.write_table(_narrow(table), out / name)
         joins.append(dataclasses.replace(j, path=name, delimiter=None))

@@ -1,5 +1,8 @@
 """Data: the batch contract, schema-driven readers and the KeyedJaggedTensor pipeline.
 
+The flow, one module per step: ``schema`` → ``files`` → ``cells`` → ``joins`` → ``features`` → ``splits`` /
+``fitting`` → ``source`` → ``packing`` → ``loader`` (see docs/design.md §1).
+
 Typical use::
 
     from smes_rec.data import DataConfig, build_dataloader

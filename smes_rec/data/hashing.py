@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from smes_rec.data.cells import INT_TEXT, is_text
+
 __all__ = ["bucketize_ids", "canonical_ids", "fmix64", "fnv1a64", "group_ids", "hash_ids", "hash_text"]
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -30,8 +32,6 @@ _S33 = np.uint64(33)
 _S32 = np.uint64(32)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-# Text that is an integer, possibly signed, zero-padded, space-padded or with a zero fraction ("7.0").
-_INT_TEXT = r"^\s*\+?(-?)([0-9]{1,20})(?:\.0*)?\s*$"
 
 
 def fmix64(x_N: np.ndarray) -> np.ndarray:
@@ -90,10 +90,6 @@ def hash_text(values: pa.Array) -> np.ndarray:
     return fmix64(_fnv_text(values))
 
 
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-
 class _Canonical:
     """Canonical ids: ``is_int`` rows hold the integer's 64 bits in ``key``, the others their raw text hash."""
 
@@ -110,10 +106,10 @@ def _canonical_text(values: pa.Array) -> _Canonical:
     n = len(values)
     valid = ~np.asarray(pc.is_null(values)) & (np.asarray(pc.fill_null(pc.binary_length(values), 0)) > 0)
     key = np.zeros(n, dtype=np.uint64)
-    is_int = np.asarray(pc.fill_null(pc.match_substring_regex(values, _INT_TEXT), False)).copy()
+    is_int = np.asarray(pc.fill_null(pc.match_substring_regex(values, INT_TEXT), False)).copy()
     if is_int.any():
         idx = np.flatnonzero(is_int)
-        canon = pc.replace_substring_regex(values.take(pa.array(idx)), _INT_TEXT, r"\1\2")
+        canon = pc.replace_substring_regex(values.take(pa.array(idx)), INT_TEXT, r"\1\2")
         try:
             key[idx] = pc.cast(canon, pa.int64()).to_numpy().view(np.uint64)
         except pa.ArrowInvalid:  # beyond int64: keep the uint64 bits where they fit, else treat as text
@@ -137,7 +133,7 @@ def _canonical(values: pa.Array | pa.ChunkedArray, strip: bool) -> _Canonical:
     n = len(values)
     if pa.types.is_dictionary(t):
         dictionary = values.dictionary
-        if _is_text(dictionary.type):
+        if is_text(dictionary.type, binary=True):
             if strip and not pa.types.is_binary(dictionary.type) and not pa.types.is_large_binary(dictionary.type):
                 dictionary = pc.utf8_trim_whitespace(dictionary)
             canon = _canonical_text(dictionary)
@@ -168,7 +164,7 @@ def _canonical(values: pa.Array | pa.ChunkedArray, strip: bool) -> _Canonical:
             idx = np.flatnonzero(other)
             key[idx] = _fnv_text(pc.cast(values.take(pa.array(idx)), pa.string()))
         return _Canonical(key, is_int, valid)
-    if _is_text(t):
+    if is_text(t, binary=True):
         # Canonicalise each distinct string once: ids repeat a lot within a chunk.
         return _canonical(pc.dictionary_encode(values), strip)
     raise TypeError(f"cannot use a column of type {t} as categorical ids")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,7 +126,7 @@ def plan_epoch(
         start = min(rank * per_rank, total)
         stop = min(start + per_rank, total)
     per_block = max(1, block_rows // batch_size)
-    blocks = []
+    blocks: list[BlockSpec] = []
     for first in range(0, num_batches, per_block):
         nbat = min(per_block, num_batches - first)
         lo = min(start + first * batch_size, stop)
@@ -195,7 +196,7 @@ def _empty_columns(source: DataSource) -> Columns:
     )
 
 
-def _identity(block: PackedBlock) -> PackedBlock:
+def _identity(block: Any) -> Any:
     return block
 
 

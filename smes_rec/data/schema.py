@@ -24,12 +24,14 @@ __all__ = [
     "DataError",
     "DatasetSchema",
     "DenseFeature",
+    "Format",
     "Join",
     "SparseFeature",
     "TableSpec",
     "Task",
-    "infer_format",
+    "column_roles",
     "load_schema",
+    "with_data_root",
 ]
 
 Format = Literal["csv", "tsv", "parquet"]
@@ -48,27 +50,6 @@ class DataError(ValueError):
 def _check_name(kind: str, name: str) -> None:
     if not _NAME_RE.match(name):
         raise ValueError(f"{kind} {name!r} must match {_NAME_RE.pattern} (it becomes a KJT key / module name)")
-
-
-def infer_format(path: str | Path) -> Format:
-    """Returns the file format implied by a file name (``.csv``, ``.tsv``, ``.parquet``/``.pq``, optionally ``.gz``).
-
-    Args:
-        path: A file name.
-
-    Returns:
-        ``"csv"``, ``"tsv"`` or ``"parquet"``.
-
-    Raises:
-        DataError: When the suffix is not one of those.
-    """
-    name = str(path).lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for suffix, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".txt", "csv"), (".parquet", "parquet"), (".pq", "parquet")):
-        if name.endswith(suffix):
-            return fmt  # type: ignore[return-value]
-    raise DataError(f"{path}: cannot infer the file format from the name; set `format` in the schema")
 
 
 @dataclass(frozen=True)
@@ -302,7 +283,9 @@ class DatasetSchema:
         if not self.tasks:
             raise ValueError("at least one task is required")
         seen: dict[str, str] = {}
-        for kind, items in (("sparse", self.sparse), ("dense", self.dense), ("tasks", self.tasks)):
+        named: tuple[tuple[str, tuple[SparseFeature | DenseFeature | Task, ...]], ...] = (
+            ("sparse", self.sparse), ("dense", self.dense), ("tasks", self.tasks))
+        for kind, items in named:
             for i, item in enumerate(items):
                 if item.name in seen:
                     raise ValueError(f"{kind}[{i}]: name {item.name!r} is already used by {seen[item.name]}")
@@ -327,9 +310,9 @@ class DatasetSchema:
             raise ValueError("`columns` has duplicate names")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"delimiter must be one character, got {self.delimiter!r}")
-        for i, j in enumerate(self.joins):
-            if j.delimiter is not None and len(j.delimiter) != 1:
-                raise ValueError(f"joins[{i}].delimiter must be one character, got {j.delimiter!r}")
+        for k, join in enumerate(self.joins):
+            if join.delimiter is not None and len(join.delimiter) != 1:
+                raise ValueError(f"joins[{k}].delimiter must be one character, got {join.delimiter!r}")
 
     # ----------------------------------------------------------------------------------------- views for the model
     @property
@@ -439,3 +422,38 @@ def with_data_root(schema: DatasetSchema, data_root: str | Path | None, base: Pa
     else:
         root = (base / Path(schema.data_root).expanduser()).resolve()
     return dataclasses.replace(schema, data_root=str(root))
+
+
+def column_roles(schema: DatasetSchema) -> tuple[dict[str, str], dict[str, str]]:
+    """Which columns the schema reads, what for, and whether they are purely numeric.
+
+    Args:
+        schema: A schema.
+
+    Returns:
+        ``(uses, kinds)``: ``uses[column]`` names the first schema key that reads it (for error messages);
+        ``kinds[column]`` is ``"number"`` when every use is numeric (dense, bucketised, threshold, weight), else
+        ``"text"``.
+    """
+    uses: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+
+    def add(column: str, use: str, kind: str) -> None:
+        uses.setdefault(column, use)
+        kinds[column] = "text" if kinds.get(column, kind) == "text" or kind == "text" else "number"
+
+    if schema.group:
+        add(schema.group, "group", "text")
+    if schema.time:
+        add(schema.time, "time", "text")
+    for i, f in enumerate(schema.sparse):
+        add(f.column, f"sparse[{i}] ({f.name})", "number" if f.boundaries else "text")
+    for i, d in enumerate(schema.dense):
+        add(d.column, f"dense[{i}] ({d.name})", "number")
+    for i, t in enumerate(schema.tasks):
+        add(t.column, f"tasks[{i}] ({t.name})", "number" if t.threshold is not None else "text")
+        if t.weight_column:
+            add(t.weight_column, f"tasks[{i}].weight_column", "number")
+    for i, j in enumerate(schema.joins):
+        add(j.key, f"joins[{i}].key", "text")
+    return uses, kinds

@@ -39,6 +39,7 @@ from smes_rec.data.config import SyntheticConfig
 from smes_rec.data.heterogeneous import VERSION as HETEROGENEOUS_VERSION
 from smes_rec.data.heterogeneous import HeterogeneousLabels
 from smes_rec.data.schema import DatasetSchema, DenseFeature, Join, SparseFeature, Task
+from smes_rec.data.shards import ShardWriter
 
 __all__ = [
     "LOG_COLUMNS",
@@ -323,34 +324,18 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, row_gro
     world = _World(cfg)
     pq.write_table(world.users, out / "user_features.parquet")
     pq.write_table(world.items, out / "video_features.parquet")
-    files: list[Path] = []
-    writer: pq.ParquetWriter | None = None
-    in_file = 0
     # Rows come in fixed global chunks, each from its own seeded stream, so the content does not depend on how it
     # is cut into files and row groups.
     bar = tqdm(total=cfg.num_rows, desc="synthetic data", unit="row", unit_scale=True, dynamic_ncols=True,
                disable=None if progress is None else not progress)
-    for lo in range(0, cfg.num_rows, _CHUNK_ROWS):
-        table = world.impressions(np.random.default_rng([cfg.seed, 1, lo]), np.arange(lo, min(lo + _CHUNK_ROWS,
-                                                                                                cfg.num_rows)),
-                                  cfg.num_rows)
-        start = 0
-        while start < table.num_rows:
-            if writer is None:
-                files.append(out / "log" / f"part-{len(files):05d}.parquet")
-                writer = pq.ParquetWriter(files[-1], _log_schema())
-            take = min(table.num_rows - start, cfg.rows_per_file - in_file)
-            writer.write_table(table.slice(start, take), row_group_size=row_group_rows)
-            start += take
-            in_file += take
-            if in_file == cfg.rows_per_file:
-                writer.close()
-                writer, in_file = None, 0
-        bar.update(table.num_rows)
+    with ShardWriter(out / "log", cfg.rows_per_file, row_group_rows, _log_schema()) as shards:
+        for lo in range(0, cfg.num_rows, _CHUNK_ROWS):
+            table = world.impressions(np.random.default_rng([cfg.seed, 1, lo]),
+                                      np.arange(lo, min(lo + _CHUNK_ROWS, cfg.num_rows)), cfg.num_rows)
+            shards.write(table)
+            bar.update(table.num_rows)
     bar.close()
-    if writer is not None:
-        writer.close()
-    return files
+    return shards.files
 
 
 def heterogeneous_label_model(cfg: SyntheticConfig) -> HeterogeneousLabels:

@@ -20,17 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from smes_rec.data.cells import as_array
 from smes_rec.data.hashing import canonical_ids
 
 __all__ = ["OOV_ID", "VocabCounter", "Vocabulary"]
 
 OOV_ID = 0
-
-
-def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values
 
 
 def _split(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pa.Array]:
@@ -59,7 +54,7 @@ class VocabCounter:
 
     def add(self, values: pa.Array | pa.ChunkedArray) -> None:
         """Counts the non-missing values of a chunk (text already cleaned of ``null_values``/whitespace)."""
-        values = _as_array(values)
+        values = as_array(values)
         if pa.types.is_dictionary(values.type):
             values = values.dictionary_decode()
         _, _, ints, _, texts = _split(values)
@@ -108,7 +103,7 @@ class Vocabulary:
             ``(ids_N, valid_N)``: int64 ids in ``[0, size)`` (``OOV_ID`` for unseen values) and the mask of
             non-missing values (a missing value has no id).
         """
-        values = _as_array(values)
+        values = as_array(values)
         if pa.types.is_dictionary(values.type):  # look each distinct value up once
             ids_D, ok_D = self.lookup(values.dictionary)
             idx = np.asarray(pc.fill_null(values.indices, 0).to_numpy(zero_copy_only=False), dtype=np.int64)

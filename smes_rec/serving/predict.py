@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from smes_rec.data.files import FileCache
 from smes_rec.data.schema import DataError
 from smes_rec.data.source import DataSource
 from smes_rec.serving.rows import InputFile, RowChunk, RowReader, expand_inputs, request_tensors
@@ -103,12 +104,12 @@ def rank_share(row_counts: Sequence[int], rank: int, world_size: int) -> range:
     return range(int(mine[0]), int(mine[-1]) + 1) if len(mine) else range(0)
 
 
-def _work(cfg: PredictConfig, scorer: Scorer) -> list[_Work]:
+def _work(cfg: PredictConfig, scorer: Scorer, file_cache: FileCache | None = None) -> list[_Work]:
     if cfg.split is None:  # PredictConfig holds exactly one of data and split
-        files = expand_inputs(cfg.data, scorer.transform.schema, cfg.unit_rows)
+        files = expand_inputs(cfg.data, scorer.transform.schema, cfg.unit_rows, file_cache)
         return [_Work(f, u, None) for f in files for u in range(len(f.units))]
     # The run's own split: its files and split assignment; the transform stays the frozen one.
-    source = DataSource.open(scorer.data)
+    source = DataSource.open(scorer.data, file_cache=file_cache)
     by_file = [InputFile(info, tuple(u for u in source.units if u.file == i)) for i, info in enumerate(source.files)]
     work = []
     for u, unit in enumerate(source.units):
@@ -215,7 +216,8 @@ def predict(cfg: PredictConfig) -> PredictOutcome:
     failed, rows = 0, 0
     try:
         scorer = load_scorer(cfg.model)
-        work = _work(cfg, scorer)
+        file_cache = FileCache()  # what scanning the inputs built, reused by the reader
+        work = _work(cfg, scorer, file_cache)
         mine = [work[i] for i in rank_share([w.num_rows for w in work], rank, world_size)]
         target = out
         if world_size > 1:
@@ -224,7 +226,8 @@ def predict(cfg: PredictConfig) -> PredictOutcome:
         bar = tqdm(total=sum(w.num_rows for w in mine), unit="row", desc=f"predict (rank {rank})",
                    disable=not cfg.progress or rank != 0)
         with bar:
-            rows = _write(target, _chunks(mine, RowReader(scorer.transform, cfg.keep)), scorer, cfg.batch_size, bar)
+            reader = RowReader(scorer.transform, cfg.keep, file_cache)
+            rows = _write(target, _chunks(mine, reader), scorer, cfg.batch_size, bar)
     except BaseException:
         failed = 1
         raise

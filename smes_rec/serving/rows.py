@@ -19,9 +19,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from smes_rec.data.features import ColumnPlan, Columns, FeatureProcessor
-from smes_rec.data.readers import FileInfo, RowContext, Unit, read_unit, scan_file
-from smes_rec.data.schema import DataError, DatasetSchema, Task, infer_format
+from smes_rec.data.cells import read_unit
+from smes_rec.data.features import Columns, FeatureProcessor
+from smes_rec.data.files import FileCache, FileInfo, RowContext, Unit, infer_format, scan_file
+from smes_rec.data.joins import ColumnPlan
+from smes_rec.data.schema import DataError, DatasetSchema, Task
 from smes_rec.serving.transform import FrozenTransform
 
 __all__ = ["InputFile", "RowChunk", "RowReader", "expand_inputs", "request_tensors"]
@@ -50,11 +52,12 @@ class RowChunk(NamedTuple):
     keep: pa.Table
 
 
-def expand_inputs(patterns: Sequence[str], schema: DatasetSchema, unit_rows: int = 65536) -> list[InputFile]:
+def expand_inputs(patterns: Sequence[str], schema: DatasetSchema, unit_rows: int = 65536,
+                  file_cache: FileCache | None = None) -> list[InputFile]:
     """Expands file names and globs (relative to the current directory) and scans every file.
 
     The format comes from each file's name (``.csv``, ``.tsv``, ``.parquet``, optionally ``.gz``), falling back
-    to the schema's.
+    to the schema's. ``file_cache`` keeps what the scan built for the ``RowReader`` that reads the files.
 
     Raises:
         FileNotFoundError: For a pattern that matches no file.
@@ -72,7 +75,7 @@ def expand_inputs(patterns: Sequence[str], schema: DatasetSchema, unit_rows: int
             view = dataclasses.replace(schema, format=fmt, delimiter=schema.delimiter if fmt == schema.format else None)
         except DataError:
             view = schema
-        info, units = scan_file(Path(p).resolve(), p, i, view, unit_rows)
+        info, units = scan_file(Path(p).resolve(), p, i, view, unit_rows, file_cache)
         out.append(InputFile(info, units))
     return out
 
@@ -98,10 +101,12 @@ class RowReader:
     Args:
         transform: The frozen transform.
         keep: Columns of the input files copied to the output as they are.
+        file_cache: The cache the files were scanned with (default: a new one).
     """
 
-    def __init__(self, transform: FrozenTransform, keep: Sequence[str] = ()):
+    def __init__(self, transform: FrozenTransform, keep: Sequence[str] = (), file_cache: FileCache | None = None):
         self.transform = transform
+        self.file_cache = file_cache if file_cache is not None else FileCache()
         self.keep = tuple(keep)
         self.schema, self._label_only = _scoring_schema(transform.schema)
         self._processors: dict[tuple[str, ...], tuple[ColumnPlan, FeatureProcessor]] = {}
@@ -128,7 +133,7 @@ class RowReader:
         plan, processor = self._processor(info)
         wanted = [c for c in plan.log_columns if c in info.column_names]
         read = list(dict.fromkeys([*wanted, *self.keep]))
-        table = read_unit(info, unit, read, dict(plan.kinds), self.schema.null_values)
+        table = read_unit(info, unit, read, dict(plan.kinds), self.schema.null_values, self.file_cache)
         for c in plan.log_columns:
             if c not in info.column_names:  # a label column the file does not have: never used
                 table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))

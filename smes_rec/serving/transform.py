@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smes_rec.data.features import ColumnPlan, FeatureProcessor
+from smes_rec.data.features import FeatureProcessor
+from smes_rec.data.files import resolve_join
 from smes_rec.data.fitted import FittedTransform
-from smes_rec.data.readers import resolve_join
+from smes_rec.data.joins import ColumnPlan
 from smes_rec.data.schema import DatasetSchema, with_data_root
 from smes_rec.utils.config import from_mapping, to_mapping
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smes_rec.data.readers import iter_batches, read_side_table
+from smes_rec.data.cells import iter_batches, read_side_table
+from smes_rec.data.files import resolve_join
 from smes_rec.data.schema import DataError
 from smes_rec.data.source import DataSource
 from tests.data.helpers import write_schema
@@ -77,7 +78,7 @@ def test_truncated_gzip_csv_is_an_error_in_every_reader(tmp_path: Path, make: st
         gzip_cut_mid_member(path, members=1 if make == "mid_member" else 2)
     with pytest.raises(DataError, match=rf"{path}: the gzip data ends early \(a truncated or incomplete file\)"):
         _read_all(tmp_path, path.name)
-    from smes_rec.data.readers import FileInfo
+    from smes_rec.data.files import FileInfo
 
     info = FileInfo(str(path), path.name, "csv", True, ",", True, ("user", "item", "click"), 0, 0, 0)
     with pytest.raises(DataError, match=rf"{path}: after data row \d+: cannot be read \(a truncated or corrupt file"):
@@ -90,8 +91,10 @@ def test_truncated_gzip_side_table_is_an_error(tmp_path: Path) -> None:
     from smes_rec.data.schema import Join, load_schema
 
     schema = load_schema(_schema(tmp_path, "log.csv"))
+    join = Join("users.csv.gz", "user")
+    path = resolve_join(schema, join, 0)
     with pytest.raises(DataError, match=r"users.csv.gz: (cannot read the header line|cannot be read)"):
-        read_side_table(schema, Join("users.csv.gz", "user"), 0, ["user", "item"], {})
+        read_side_table(path, join, 0, ["user", "item"], {}, schema.null_values)
 
 
 def test_intact_multi_member_gzip_reads_every_row(tmp_path: Path) -> None:
@@ -108,7 +111,7 @@ def test_corrupt_parquet_is_an_error_naming_file_and_row_group(tmp_path: Path) -
     with pytest.raises(DataError, match=rf"{path}: row group 1 \(rows 5001..10000\) cannot be read, the file is "
                                         "corrupt"):
         _read_all(tmp_path, path.name)
-    from smes_rec.data.readers import FileInfo
+    from smes_rec.data.files import FileInfo
 
     info = FileInfo(str(path), path.name, "parquet", False, "", False, ("user", "item", "click"), 0, 0, 0)
     with pytest.raises(DataError, match=rf"{path}: after data row 5000: cannot be read, the file is corrupt"):

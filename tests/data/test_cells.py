@@ -1,4 +1,5 @@
-"""Readers: CSV and Parquet agree, files larger than a unit stream correctly, text variants, and bad input."""
+"""Files and cells (`files.py`, `cells.py`): CSV and Parquet agree, files larger than a unit stream correctly, text
+variants, and bad input."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from smes_rec.data import readers
+from smes_rec.data import files
+from smes_rec.data.cells import iter_batches
 from smes_rec.data.config import DataConfig, SplitConfig
+from smes_rec.data.files import FileInfo
 from smes_rec.data.loader import build_dataloader
 from smes_rec.data.schema import DataError
+from smes_rec.data.source import DataSource
 from smes_rec.utils.config import ConfigError
 from tests.data.helpers import write_both, write_schema
 
@@ -106,14 +110,18 @@ def test_gzip_csv_with_checkpoints_and_several_members(tmp_path: Path, monkeypat
     text = (tmp_path / "data.csv").read_bytes()
     cut = text.index(b"\n", len(text) // 2) + 1
     (tmp_path / "data.csv.gz").write_bytes(gzip.compress(text[:cut]) + gzip.compress(text[cut:]))
-    monkeypatch.setattr(readers, "_GZ_CHECKPOINT", 2048)  # many zlib checkpoints for a small file
-    monkeypatch.setattr(readers, "_GZ_READ", 512)
+    monkeypatch.setattr(files, "_GZ_CHECKPOINT", 2048)  # many zlib checkpoints for a small file
+    monkeypatch.setattr(files, "_GZ_READ", 512)
     schema = tmp_path / "schema.yaml"
     write_schema(schema, SCHEMA)
     plain = _batches(schema, ["data.parquet"], which="all", shuffle=False, batch_size=50)
-    gz = _batches(schema, ["data.csv.gz"], which="all", shuffle=False, batch_size=50, csv_unit_rows=45)
+    cfg = DataConfig(schema=str(schema), files=("data.csv.gz",), batch_size=50, num_workers=0,
+                     cache_dir=str(tmp_path / "cache"), shuffle=False, csv_unit_rows=45)
+    source = DataSource.open(cfg)
+    gz = list(build_dataloader(cfg, "all", source=source))
     _assert_same(plain, gz)
-    checkpoints = next(v for k, v in readers._TextIndex._checkpoints.items() if k[0].endswith("data.csv.gz"))
+    assert len(source.file_cache) > 0  # the scan left the line index and zlib states for the reads
+    checkpoints = source.file_cache.gzip_checkpoints(str(tmp_path / "data.csv.gz"))
     assert len(checkpoints) > 5
 
 
@@ -312,9 +320,9 @@ def test_streaming_conversion_names_the_line_of_a_row_with_too_many_fields(tmp_p
     lines = ["a,b", *(f"{i},{i}" for i in range(bad_line + 10))]
     lines[bad_line - 1] = "1,2,3"  # line numbers count the header
     path.write_text("\n".join(lines) + "\n")
-    info = readers.FileInfo(str(path), "log.csv", "csv", False, ",", True, ("a", "b"), len(lines) - 1,
-                            path.stat().st_size, 0)
+    info = FileInfo(str(path), "log.csv", "csv", False, ",", True, ("a", "b"), len(lines) - 1,
+                    path.stat().st_size, 0)
     with pytest.raises(DataError) as e:
-        for _ in readers.iter_batches(info, None, {"a": "number", "b": "number"}, (), batch_rows=1000):
+        for _ in iter_batches(info, None, {"a": "number", "b": "number"}, (), batch_rows=1000):
             pass
     assert f"{path}: line {bad_line}: expected 2 fields, got 3" in str(e.value)
