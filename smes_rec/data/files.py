@@ -186,7 +186,7 @@ class FileCache:
         """The entry ``key``, built with ``build()`` (and stored) when absent."""
         if key in self._entries:
             self._entries.move_to_end(key)
-            return self._entries[key]  # type: ignore[no-any-return]
+            return self._entries[key]
         value = build()
         self.put(key, value)
         return value

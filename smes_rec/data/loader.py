@@ -153,7 +153,7 @@ class BlockDataset(Dataset):
     def __init__(self, source: DataSource, split: str, batch_size: int) -> None:
         self.source, self.split, self.batch_size = source, split, batch_size
 
-    def __getitem__(self, spec: BlockSpec) -> PackedBlock:  # type: ignore[override]
+    def __getitem__(self, spec: BlockSpec) -> PackedBlock:
         return load_block(self.source, self.split, self.batch_size, spec)
 
 
@@ -174,7 +174,7 @@ def load_block(source: DataSource, split: str, batch_size: int, spec: BlockSpec)
     for piece in spec.pieces:
         if cached is None or cached[0] != piece.unit:
             cached = (piece.unit, source.read_unit(piece.unit))
-        table, ctx = source.read(piece.unit, split, piece.start, piece.stop, table=cached[1])  # type: ignore[arg-type]
+        table, ctx = source.read(piece.unit, split, piece.start, piece.stop, table=cached[1])
         parts.append(source.processor(table, ctx))
     cols = Columns.concat(parts) if parts else _empty_columns(source)
     real = cols.num_rows
