@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore", message=".*reduce_scatter_tensor.*", category=
 
 from smes_rec.data.schema import DataError
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
-from smes_rec.train.loop import metrics_table
+from smes_rec.evaluation.report import metrics_table
 from smes_rec.utils.config import ConfigError
 
 
