@@ -160,9 +160,9 @@ def evaluate_stream(
     # Every rank must take part in the collectives below, also one that saw no batch.
     num_experts = routing.num_experts if routing is not None else 0
     if process_group is not None:
-        e = torch.tensor([num_experts])
-        dist.all_reduce(e, op=dist.ReduceOp.MAX, group=process_group)
-        num_experts = int(e.item())
+        experts_1 = torch.tensor([num_experts])
+        dist.all_reduce(experts_1, op=dist.ReduceOp.MAX, group=process_group)
+        num_experts = int(experts_1.item())
     if routing is None:
         routing = RoutingAccumulator(len(task_names), num_experts)
     try:

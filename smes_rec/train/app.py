@@ -57,7 +57,8 @@ def _lock_output(output: Path, ctx: DistContext) -> RunLock | None:
     Returns:
         The held lock on rank 0, None elsewhere.
     """
-    lock, problem = None, [None]
+    lock: RunLock | None = None
+    problem: list[str | None] = [None]
     if ctx.rank == 0:
         try:
             _prepare_output(output)

@@ -8,7 +8,6 @@ unsharded :func:`build_train_wrapper`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 import torch
@@ -27,9 +26,9 @@ __all__ = ["DataShape", "Placement", "TrainModel", "build_for_eval", "build_for_
 class DataShape(Protocol):
     """The shape of the data a model is built for."""
 
-    task_names: Sequence[str]
-    feature_names: Sequence[str]
-    tables: Sequence[TableSpec]
+    task_names: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    tables: tuple[TableSpec, ...]
     num_dense: int
 
 

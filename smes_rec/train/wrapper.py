@@ -51,6 +51,8 @@ class TrainWrapper(nn.Module):
         aux_loss_weight: beta.
     """
 
+    task_loss_weights_T: torch.Tensor
+
     def __init__(self, model: Ranker, task_loss_weights: Sequence[float], aux_loss_weight: float):
         super().__init__()
         self.model = model
