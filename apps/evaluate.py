@@ -25,7 +25,7 @@ quiet_third_party()  # before torchrec is imported
 
 from smes_rec.data.schema import DataError
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
-from smes_rec.train.loop import metrics_table
+from smes_rec.evaluation.report import metrics_table
 from smes_rec.utils.cli import closing_process_group, report_error
 from smes_rec.utils.config import ConfigError
 

@@ -19,7 +19,8 @@ from smes_rec.utils.logging import quiet_third_party
 
 quiet_third_party()  # before torchrec is imported
 
-from smes_rec.train.app import TrainConfig, run
+from smes_rec.train.app import run
+from smes_rec.train.config import TrainConfig
 from smes_rec.train.loop import NonFiniteLossError
 from smes_rec.utils.cli import EXIT_ERROR, closing_process_group, report_error
 from smes_rec.utils.config import ConfigError, load_yaml

@@ -22,8 +22,9 @@ from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
 from smes_rec.evaluation.report import read_metrics_json
 from smes_rec.models.factory import build_ranker
 from smes_rec.modules.cost import arch_cost
-from smes_rec.train.app import TrainConfig, run
+from smes_rec.train.app import run
 from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.config import TrainConfig
 
 __all__ = ["arch_overrides", "dense_cost", "load_finished", "mean_std", "pm", "throughput", "train_and_evaluate"]
 

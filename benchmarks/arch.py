@@ -32,7 +32,7 @@ from smes_rec import MMoEArch, SMESArch, arch_cost
 from smes_rec.models.factory import ModelConfig, build_arch
 from smes_rec.modules.dispatch import dispatch_rows, plan_dispatch
 from smes_rec.modules.experts import grouped_matmul
-from smes_rec.modules.routing import progressive_route
+from smes_rec.modules.routing import progressive_route, routing_stats
 
 
 def reference_gflops(batch: int, in_features: int, out_features: int, device: torch.device, dtype: torch.dtype,
@@ -71,12 +71,12 @@ def compare(B: int, D: int, layers: list[int], T: int, E: int, k_s: int, k_a: in
     h = torch.randn(B, D, device=device)
     smes = SMESArch(D, T, num_experts=E, k_shared=k_s, k_adaptive=k_a, expert_layers=layers).to(device)
     with torch.no_grad():
-        unique = smes(h).routing.num_unique_B.float()
+        unique = routing_stats(smes(h).routing.ids_BTK, E).num_unique_B.float()
     mean_u, max_u = unique.mean().item(), int(unique.max())
     e_equal = max(1, round(mean_u))
     naive = SMESArch(D, T, num_experts=E, k_shared=0, k_adaptive=k_s + k_a, expert_layers=layers).to(device)
     with torch.no_grad():
-        naive_u = naive(h).routing.num_unique_B.float().mean().item()
+        naive_u = routing_stats(naive(h).routing.ids_BTK, E).num_unique_B.float().mean().item()
     archs = {"smes": smes, "mmoe": MMoEArch(D, T, num_experts=E, expert_layers=layers).to(device),
              "equal": MMoEArch(D, T, num_experts=e_equal, expert_layers=layers).to(device), "naive": naive}
     steps = {name: arch_step(arch, h, autocast) for name, arch in archs.items()}

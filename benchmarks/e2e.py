@@ -32,9 +32,11 @@ from tqdm import tqdm
 from smes_rec.data.config import DataConfig, SyntheticConfig
 from smes_rec.models.factory import ModelConfig, build_arch
 from smes_rec.modules.cost import arch_cost
+from smes_rec.modules.routing import routing_stats
+from smes_rec.train.build import Placement, build_for_training
+from smes_rec.train.config import OptimConfig
 from smes_rec.train.data import LoaderSource
 from smes_rec.train.distributed import DistContext
-from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer
 from smes_rec.utils.logging import quiet_third_party
 
 
@@ -46,6 +48,9 @@ class _Cached:
         self.tables, self.num_dense = source.tables, source.num_dense
         self.has_groups = source.has_groups
         self.cache = list(itertools.islice(source.batches("train", 0, 0), num_batches))
+
+    def num_batches(self, split: str) -> int:
+        return len(self.cache)
 
     def batches(self, split: str, epoch: int, skip: int):
         return itertools.cycle(self.cache)
@@ -60,21 +65,21 @@ def _job(rank: int, world_size: int, workdir: str, data_cfg: DataConfig, model: 
     torch.manual_seed(0)
     data = _Cached(LoaderSource(data_cfg, rank, world_size), 8)
     ctx = DistContext(rank, world_size, 0, torch.device("cpu"))
-    trainer = Trainer(data, model, OptimConfig(), ScheduleConfig(max_steps=steps), "auto", data_cfg.batch_size,
-                      Path(workdir) / "run", ctx, progress=False)
+    built = build_for_training(model, data, OptimConfig(), Placement("auto", ctx.device, data_cfg.batch_size))
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-    pipeline = TrainPipelineSparseDist(trainer.model, trainer.optimizer, ctx.device)
+    pipeline = TrainPipelineSparseDist(built.model, built.optimizer, ctx.device)
     batches = data.batches("train", 0, 0)
-    unique = []
+    routed = []  # the routing ids, read after the timed steps (a host read per step would stall the pipeline)
     for i in range(warmup + steps):
         if i == warmup:
             dist.barrier()
             start = time.perf_counter()
         out = pipeline.progress(batches)
-        unique.append(float(out.num_unique_B.float().mean()))
+        routed.append(out.routing)
     dist.barrier()
     seconds = time.perf_counter() - start
+    unique = [float(routing_stats(r.ids_BTK, r.probs_BTE.size(-1)).num_unique_B.float().mean()) for r in routed]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"examples_per_s": steps * data_cfg.batch_size * world_size / seconds, "peak_rss_mb": peak_mb,
               "mean_unique": statistics.mean(unique[warmup:])}

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from smes_rec import MMoEArch, SMESArch
 from smes_rec.modules.dispatch import combine, dispatch_rows, plan_dispatch
-from smes_rec.modules.routing import multi_gate_load_balance_loss, progressive_route, routing_telemetry
+from smes_rec.modules.routing import multi_gate_load_balance_loss, progressive_route, routing_stats
 
 
 def _fwd_bwd(forward: Callable[[], torch.Tensor], module: torch.nn.Module, *leaves: torch.Tensor
@@ -57,8 +57,7 @@ def smes_stages(arch: SMESArch, h_BD: torch.Tensor) -> dict[str, Callable[[], No
     h, logits, x, y, gates = (_leaf(t) for t in (h_BD, logits_BTE, x_PD, y_PH, routing.gates_BTK))
     probs = _leaf(routing.probs_BTE)
 
-    def loss_and_telemetry() -> torch.Tensor:
-        routing_telemetry(routing._replace(probs_BTE=probs), E)
+    def loss_and_telemetry() -> torch.Tensor:  # routing statistics are no longer computed in the forward
         return multi_gate_load_balance_loss(probs, routing.ids_BTK, E)
 
     return {
@@ -108,7 +107,7 @@ def main() -> None:
     h_BD = torch.randn(B, D)
     smes = SMESArch(D, T, num_experts=E, k_shared=args.k_shared, k_adaptive=args.k_adaptive, expert_layers=layers)
     with torch.no_grad():
-        mean_u = smes(h_BD).routing.num_unique_B.float().mean().item()
+        mean_u = routing_stats(smes(h_BD).routing.ids_BTK, E).num_unique_B.float().mean().item()
     e_equal = max(1, round(mean_u))
     mmoe = MMoEArch(D, T, num_experts=e_equal, expert_layers=layers)
 

@@ -23,6 +23,7 @@ from _timing import arch_step, interleaved_medians
 from tqdm import tqdm
 
 from smes_rec import MMoEArch, SMESArch, arch_cost
+from smes_rec.modules.routing import routing_stats
 
 
 def main() -> None:
@@ -47,7 +48,7 @@ def main() -> None:
         med = interleaved_medians({"smes": arch_step(smes, h), "mmoe": arch_step(mmoe, h)},
                                   args.rounds, desc=f"E={E}")
         with torch.no_grad():
-            mean_u = smes(h).routing.num_unique_B.float().mean().item()
+            mean_u = routing_stats(smes(h).routing.ids_BTK, E).num_unique_B.float().mean().item()
         flops = [arch_cost(a, D, batch_size=min(B, 1024)).flops_per_instance / 1e6 for a in (smes, mmoe)]
         rows.append((E, mean_u, med["smes"], med["mmoe"], *flops))
 

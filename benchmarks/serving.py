@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from smes_rec.data.schema import TableSpec
 from smes_rec.models.factory import ModelConfig, build_ranker
+from smes_rec.modules.routing import routing_stats
 from smes_rec.serving.export import script_ranker
 
 NUM_DENSE = 16
@@ -70,7 +71,7 @@ def candidates(args: argparse.Namespace, h: torch.Tensor) -> dict[str, ModelConf
     probe = SMESArch(args.in_features, args.tasks, num_experts=args.experts, k_shared=args.k_shared,
                      k_adaptive=args.k_adaptive, expert_layers=args.expert_layers)
     with torch.no_grad():
-        mean_u = float(probe(h).routing.num_unique_B.float().mean())
+        mean_u = float(routing_stats(probe(h).routing.ids_BTK, args.experts).num_unique_B.float().mean())
     e_equal = max(1, round(mean_u))
     return {
         "smes": base,

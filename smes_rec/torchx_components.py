@@ -140,7 +140,7 @@ def _smes_check_run_config(config: str, set_args: List[str]) -> None:
     """Validates the training config plus overrides like ``apps/train.py`` does, before anything is launched."""
     logging.disable(logging.INFO)  # fbgemm logs every library it loads at INFO
     try:
-        from smes_rec.train.app import TrainConfig
+        from smes_rec.train.config import TrainConfig
         from smes_rec.utils.config import ConfigError, check_overrides, load_yaml
     except ImportError:  # smes_rec is not installed where torchx runs: the app checks its config when it starts
         return

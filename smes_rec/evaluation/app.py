@@ -4,10 +4,10 @@ Two ways to run the model, with the same numbers:
 
 - ``unsharded`` (one process, the default outside torchrun): the model is rebuilt unsharded on the CPU and the
   checkpoint's weights are loaded into it, whatever world size they were saved at.
-- ``sharded`` (the default under torchrun with more than one process): every rank builds the training
-  :class:`~smes_rec.train.loop.Trainer`'s sharded model, loads the weights (resharding as needed) and streams its
-  share of the split through TorchRec's eval pipeline; metrics and telemetry are reduced exactly over the ranks
-  and rank 0 writes the outputs.
+- ``sharded`` (the default under torchrun with more than one process): every rank builds the training's sharded
+  model without optimizers (``train.build.build_for_eval``), loads the weights (resharding as needed) and streams
+  its share of the split through TorchRec's eval pipeline; metrics and telemetry are reduced exactly over the
+  ranks and rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ from smes_rec.evaluation.checkpoint import (
     run_dir_of,
 )
 from smes_rec.evaluation.report import build_summary, write_metrics_json, write_predictions, write_report
-from smes_rec.evaluation.stream import EvalResult, evaluate_stream, sharded_outputs, unsharded_outputs
+from smes_rec.evaluation.stream import EvalResult, evaluate_stream, unsharded_outputs
 from smes_rec.evaluation.telemetry import activation_bound
-from smes_rec.train.app import TrainConfig
+from smes_rec.train.build import Placement, build_for_eval, build_train_wrapper
 from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
+from smes_rec.train.config import TrainConfig
 from smes_rec.train.data import LoaderSource
+from smes_rec.train.distributed import init_distributed
+from smes_rec.train.pipeline import agreed_batches, eval_outputs
 from smes_rec.utils.config import to_mapping
 
 __all__ = ["EmptySplitError", "EvalConfig", "EvalOutcome", "evaluate_checkpoint"]
@@ -142,8 +145,6 @@ def _run_info(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], mode: str
 
 def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: TrainConfig) -> EvalResult:
     """One process, no process group: the model rebuilt unsharded on the CPU, the checkpoint's weights loaded."""
-    from smes_rec.train.loop import build_train_wrapper
-
     data = LoaderSource(run_cfg.data, 0, 1, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
@@ -157,20 +158,18 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
 
 
 def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: TrainConfig) -> EvalResult:
-    """Every rank: the Trainer's sharded model with the checkpoint's weights, its share of the split, exact reduce."""
-    from smes_rec.train.distributed import init_distributed
-    from smes_rec.train.loop import ScheduleConfig, Trainer
-
+    """Every rank: the sharded model (no optimizers) with the checkpoint's weights, its share of the split, exact
+    reduce."""
     ctx = init_distributed(run_cfg.device)
     data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
-    trainer = Trainer(data, run_cfg.model, run_cfg.optim, ScheduleConfig(max_steps=1), run_cfg.sharding,
-                      run_cfg.data.batch_size, run_dir_of(checkpoint), ctx, progress=False)
+    model = build_for_eval(run_cfg.model, data, Placement(run_cfg.sharding, ctx.device, run_cfg.data.batch_size))
     # Weights only, at any world size (resolve_checkpoint verified the folder).
-    trainer.checkpoints.load(checkpoint, trainer.model, None, verify=False)
-    total = len(data.loader(cfg.split))
+    CheckpointManager(checkpoint.parent).load(checkpoint, model, None, verify=False)
+    total = data.num_batches(cfg.split)
+    batches = agreed_batches(data, cfg.split, ctx.device, limit=cfg.max_batches)
     return evaluate_stream(
-        sharded_outputs(trainer, cfg.split, cfg.max_batches), data.task_names, split=cfg.split,
+        eval_outputs(model, batches, ctx.device), data.task_names, split=cfg.split,
         process_group=dist.group.WORLD, keep_predictions=cfg.predictions, progress=cfg.progress and ctx.rank == 0,
         total_batches=min(total, cfg.max_batches or total), grouped=data.has_groups,
     )

@@ -16,8 +16,8 @@ from typing import Any
 from smes_rec.data.fitted import META_KEY, FittedTransform, TransformError
 from smes_rec.data.schema import DataError
 from smes_rec.models.sparse import TableSpec
-from smes_rec.train.app import TrainConfig
 from smes_rec.train.checkpoint import CheckpointDamagedError, CheckpointManager, verify_checkpoint
+from smes_rec.train.config import TrainConfig
 from smes_rec.utils.config import ConfigError, apply_overrides, from_mapping
 
 __all__ = [

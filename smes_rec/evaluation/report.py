@@ -35,6 +35,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "build_summary",
     "metrics_from_json",
+    "metrics_table",
     "read_metrics_json",
     "write_metrics_json",
     "write_predictions",
@@ -314,3 +315,25 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def metrics_table(metrics: Mapping[str, TaskMetrics], columns: Sequence[str] = ("auc", "gauc", "log_loss")) -> str:
+    """A Markdown table of per-task metrics (the console summary of training and evaluation).
+
+    A metric that is not available (GAUC without groups) shows ``n/a``, explained under the table.
+
+    Args:
+        metrics: ``{task: TaskMetrics}``.
+        columns: The metrics to show, as ``TaskMetrics`` field names.
+
+    Returns:
+        The table, one row per task plus an ``examples`` column.
+    """
+    header = "| task | " + " | ".join(columns) + " | examples |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    for task, m in metrics.items():
+        values = " | ".join("n/a" if getattr(m, c) is None else f"{getattr(m, c):.4f}" for c in columns)
+        lines.append(f"| {task} | {values} | {m.num_examples} |")
+    if any(getattr(m, c) is None for m in metrics.values() for c in columns):
+        lines.append("\nn/a: GAUC is not available: the data has no group column (`group:` in the schema)")
+    return "\n".join(lines)

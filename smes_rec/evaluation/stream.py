@@ -2,15 +2,15 @@
 
 Legend: B instances in a batch, T tasks, K experts per task, N evaluated rows.
 
-Two sources produce the same stream of ``(StepOutput, ids_BTK)`` pairs:
+Two sources produce the same stream of :class:`~smes_rec.train.wrapper.StepOutput`:
 
 - :func:`unsharded_outputs`: an unsharded :class:`~smes_rec.train.wrapper.TrainWrapper` in one process (embeddings
   on the CPU), called batch by batch;
-- :func:`sharded_outputs`: the sharded model of a :class:`~smes_rec.train.loop.Trainer` under ``torch.distributed``,
-  driven by TorchRec's ``EvalPipelineSparseDist`` exactly as the trainer validates.
+- ``smes_rec.train.pipeline.eval_outputs``: the sharded model (``train.build.build_for_eval``) under
+  ``torch.distributed``, driven by TorchRec's ``EvalPipelineSparseDist`` exactly as the trainer validates.
 
-``ids_BTK`` (the experts every task selected for every instance) is read by a forward hook on the dense arch, so
-routing statistics can leave out padding rows; the per-batch aggregates of ``StepOutput`` cannot.
+Every output carries the arch's routing (``StepOutput.routing``: the experts every task selected for every
+instance), so routing statistics are computed here over the evaluated rows only, leaving out padding rows.
 :func:`evaluate_stream` consumes either stream.
 """
 
@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from tqdm import tqdm
 
 from smes_rec.data.batch import Batch
@@ -32,12 +30,7 @@ from smes_rec.evaluation.telemetry import RoutingAccumulator, RoutingSummary
 from smes_rec.metrics import MultiTaskEvaluator, TaskMetrics
 from smes_rec.train.wrapper import StepOutput, TrainWrapper
 
-if TYPE_CHECKING:
-    from smes_rec.train.loop import Trainer
-
-__all__ = ["EvalResult", "capture_routing", "evaluate_stream", "sharded_outputs", "unsharded_outputs"]
-
-_ARCH_SUFFIX = "dense_model.arch"
+__all__ = ["EvalResult", "evaluate_stream", "unsharded_outputs"]
 
 
 class EvalResult(NamedTuple):
@@ -60,48 +53,7 @@ class EvalResult(NamedTuple):
     predictions: dict[str, np.ndarray] | None
 
 
-class _Captured:
-    """The routing ids of the latest forward of the hooked arch."""
-
-    def __init__(self) -> None:
-        self.ids_BTK: torch.Tensor | None = None
-
-    def take(self) -> torch.Tensor:
-        if self.ids_BTK is None:
-            raise RuntimeError("the model's arch produced no routing in this forward (was the hook bypassed?)")
-        ids, self.ids_BTK = self.ids_BTK, None
-        return ids
-
-
-@contextmanager
-def capture_routing(model: nn.Module) -> Iterator[_Captured]:
-    """Hooks the one ``...dense_model.arch`` module of a (possibly DMP-wrapped) ranker and records its routing ids.
-
-    Args:
-        model: A TrainWrapper, or the DistributedModelParallel around one.
-
-    Yields:
-        An object whose ``take()`` returns (and clears) ``ids_BTK`` of the latest forward.
-
-    Raises:
-        ValueError: If the model has no arch module, or more than one.
-    """
-    archs = [m for name, m in model.named_modules() if name == _ARCH_SUFFIX or name.endswith("." + _ARCH_SUFFIX)]
-    if len(archs) != 1:
-        raise ValueError(f"expected one '{_ARCH_SUFFIX}' module in the model, found {len(archs)}")
-    captured = _Captured()
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        captured.ids_BTK = output.routing.ids_BTK.detach()  # type: ignore[attr-defined]
-
-    handle = archs[0].register_forward_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def unsharded_outputs(wrapper: TrainWrapper, batches: Iterable[Batch]) -> Iterator[tuple[StepOutput, torch.Tensor]]:
+def unsharded_outputs(wrapper: TrainWrapper, batches: Iterable[Batch]) -> Iterator[StepOutput]:
     """Runs an unsharded model over batches in eval mode, without gradients.
 
     Args:
@@ -109,31 +61,12 @@ def unsharded_outputs(wrapper: TrainWrapper, batches: Iterable[Batch]) -> Iterat
         batches: The batches.
 
     Yields:
-        ``(StepOutput, ids_BTK)`` per batch.
+        One :class:`StepOutput` per batch.
     """
     wrapper.eval()
-    with torch.no_grad(), capture_routing(wrapper) as captured:
+    with torch.no_grad():
         for batch in batches:
-            _, out = wrapper(batch)
-            yield out, captured.take()
-
-
-def sharded_outputs(trainer: Trainer, split: str, max_batches: int | None) -> Iterator[tuple[StepOutput, torch.Tensor]]:
-    """Runs a Trainer's sharded model over this rank's batches of ``split`` through ``EvalPipelineSparseDist``.
-
-    Every rank must iterate to the end (the pipeline and the batch-count agreement are collective).
-
-    Args:
-        trainer: A :class:`~smes_rec.train.loop.Trainer` with its weights restored.
-        split: ``valid`` or ``test``.
-        max_batches: Batches per rank (None: all).
-
-    Yields:
-        ``(StepOutput, ids_BTK)`` per batch.
-    """
-    with capture_routing(trainer.model) as captured:
-        for out in trainer.eval_outputs(split, max_batches):
-            yield out, captured.take()
+            yield wrapper(batch)[1]
 
 
 class _Predictions:
@@ -146,9 +79,9 @@ class _Predictions:
             for kind in ("pred", "label", "weight"):
                 self.parts[f"{kind}_{t}"] = []
 
-    def add(self, out: StepOutput, mask_B: torch.Tensor) -> None:
+    def add(self, out: StepOutput, mask_B: torch.Tensor, num_unique_N: torch.Tensor) -> None:
         self.parts["group_id"].append(out.group_ids_B[mask_B].cpu().numpy())
-        self.parts["num_unique_experts"].append(out.num_unique_B[mask_B].cpu().numpy().astype(np.int32))
+        self.parts["num_unique_experts"].append(num_unique_N.cpu().numpy().astype(np.int32))
         for t, name in enumerate(self.task_names):
             self.parts[f"pred_{name}"].append(out.probs_TB[t][mask_B].float().cpu().numpy())
             self.parts[f"label_{name}"].append(out.labels_TB[t][mask_B].float().cpu().numpy())
@@ -170,7 +103,7 @@ def _gather_columns(columns: dict[str, np.ndarray], process_group: dist.ProcessG
 
 
 def evaluate_stream(
-    outputs: Iterable[tuple[StepOutput, torch.Tensor]],
+    outputs: Iterable[StepOutput],
     task_names: Sequence[str],
     *,
     split: str = "eval",
@@ -186,7 +119,7 @@ def evaluate_stream(
     ignored by every statistic, as rows of weight 0 are by the metrics.
 
     Args:
-        outputs: ``(StepOutput, ids_BTK)`` pairs (see :func:`unsharded_outputs`, :func:`sharded_outputs`).
+        outputs: Step outputs (see :func:`unsharded_outputs`, ``smes_rec.train.pipeline.eval_outputs``).
         task_names: The task names, in the model's order.
         split: The split's name, for messages.
         process_group: None in one process; the group of all evaluating ranks otherwise (every rank must call).
@@ -208,17 +141,17 @@ def evaluate_stream(
     start = time.perf_counter()
     num_batches = 0
     bar = tqdm(total=total_batches, desc=f"evaluate {split}", unit="batch", disable=not progress, dynamic_ncols=True)
-    for i, (out, ids_BTK) in enumerate(outputs):
+    for i, out in enumerate(outputs):
         mask_B = (out.weights_TB > 0).any(dim=0)
         try:
             evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
         except ValueError as e:
             raise ValueError(f"split {split!r}, batch {i}: {e}") from None
         if routing is None:
-            routing = RoutingAccumulator(len(task_names), out.selection_TE.size(1))
-        routing.update(ids_BTK, mask_B)
+            routing = RoutingAccumulator(len(task_names), out.routing.probs_BTE.size(-1))
+        stats = routing.update(out.routing.ids_BTK, mask_B)
         if predictions is not None:
-            predictions.add(out, mask_B)
+            predictions.add(out, mask_B, stats.num_unique_B)
         num_batches += 1
         bar.update(1)
     bar.close()
@@ -227,9 +160,9 @@ def evaluate_stream(
     # Every rank must take part in the collectives below, also one that saw no batch.
     num_experts = routing.num_experts if routing is not None else 0
     if process_group is not None:
-        e = torch.tensor([num_experts])
-        dist.all_reduce(e, op=dist.ReduceOp.MAX, group=process_group)
-        num_experts = int(e.item())
+        experts_1 = torch.tensor([num_experts])
+        dist.all_reduce(experts_1, op=dist.ReduceOp.MAX, group=process_group)
+        num_experts = int(experts_1.item())
     if routing is None:
         routing = RoutingAccumulator(len(task_names), num_experts)
     try:

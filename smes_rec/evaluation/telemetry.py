@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from smes_rec.models.factory import ModelConfig
-from smes_rec.modules.routing import expert_membership
+from smes_rec.modules.routing import RoutingStats, routing_stats
 
 __all__ = ["ActivationBound", "RoutingAccumulator", "RoutingSummary", "activation_bound"]
 
@@ -80,12 +80,15 @@ class RoutingAccumulator:
         self.selection_TE = torch.zeros(num_tasks, num_experts, dtype=torch.int64)
         self.pairs_E = torch.zeros(num_experts, dtype=torch.int64)
 
-    def update(self, ids_BTK: torch.Tensor, mask_B: torch.Tensor) -> None:
+    def update(self, ids_BTK: torch.Tensor, mask_B: torch.Tensor) -> RoutingStats:
         """Adds one batch.
 
         Args:
             ids_BTK: The experts each task selected for each instance (int64).
             mask_B: Which instances to count (bool).
+
+        Returns:
+            The :func:`~smes_rec.modules.routing.routing_stats` of the counted instances (N of them).
 
         Raises:
             ValueError: On shapes that do not fit ``[B, T, K]`` with T tasks and ids below E.
@@ -98,11 +101,11 @@ class RoutingAccumulator:
         ids_NTK = ids_BTK.detach()[mask_B.to(ids_BTK.device)].cpu()
         if ids_NTK.numel() and (int(ids_NTK.min()) < 0 or int(ids_NTK.max()) >= self.num_experts):
             raise ValueError(f"expert ids must lie in [0, {self.num_experts}), got {ids_NTK.min()}..{ids_NTK.max()}")
-        member_NE = expert_membership(ids_NTK, self.num_experts)
-        self.unique_hist_U += torch.bincount(member_NE.sum(dim=1), minlength=self.num_experts + 1)
-        self.pairs_E += member_NE.sum(dim=0)
-        ids_TX = ids_NTK.transpose(0, 1).reshape(self.num_tasks, -1)
-        self.selection_TE.scatter_add_(1, ids_TX, torch.ones_like(ids_TX))
+        stats = routing_stats(ids_NTK, self.num_experts)
+        self.unique_hist_U += torch.bincount(stats.num_unique_B, minlength=self.num_experts + 1)
+        self.pairs_E += stats.pairs_E
+        self.selection_TE += stats.selection_TE
+        return stats
 
     def compute(self, process_group: dist.ProcessGroup | None = None) -> RoutingSummary:
         """The summary of everything added (on every rank of ``process_group`` when given; all must call).

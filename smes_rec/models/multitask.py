@@ -10,17 +10,17 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from smes_rec.modules.routing import RoutingTelemetry
+from smes_rec.modules.routing import Routing
 
 __all__ = ["MultiTaskModel", "MultiTaskOutput"]
 
 
 class MultiTaskOutput(NamedTuple):
-    """Per-task logits ``[T, B]``, the arch's unweighted auxiliary loss, and its routing telemetry."""
+    """Per-task logits ``[T, B]``, the arch's unweighted auxiliary loss, and its routing decision."""
 
     logits: torch.Tensor
     aux_loss: torch.Tensor
-    routing: RoutingTelemetry
+    routing: Routing
 
 
 class MultiTaskModel(nn.Module):

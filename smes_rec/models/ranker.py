@@ -29,6 +29,6 @@ class Ranker(nn.Module):
         self.dense_model = dense_model
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> MultiTaskOutput:
-        """Returns per-task logits ``[T, B]``, the auxiliary loss and routing telemetry."""
+        """Returns per-task logits ``[T, B]``, the auxiliary loss and the routing decision."""
         pooled_BS = self.sparse_arch(sparse_features)
         return self.dense_model(torch.cat([pooled_BS, dense_features], dim=1))

@@ -6,7 +6,7 @@ from smes_rec.modules.home import HoMEArch, HoMEExperts
 from smes_rec.modules.mome import MoMEArch, MoMEMasks
 from smes_rec.modules.outputs import ArchOutput
 from smes_rec.modules.rankmixer import RankMixerArch, RankMixerShape, SparseMoE
-from smes_rec.modules.routing import Routing, RoutingTelemetry
+from smes_rec.modules.routing import Routing, RoutingStats
 from smes_rec.modules.smes import SMESArch
 from smes_rec.modules.towers import MLP, TaskTowers
 
@@ -24,7 +24,7 @@ __all__ = [
     "RankMixerArch",
     "RankMixerShape",
     "Routing",
-    "RoutingTelemetry",
+    "RoutingStats",
     "SMESArch",
     "SharedBottomArch",
     "SparseMoE",

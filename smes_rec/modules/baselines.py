@@ -16,7 +16,7 @@ from torch import nn
 from smes_rec.modules.experts import GroupedMLP
 from smes_rec.modules.gates import TaskGates
 from smes_rec.modules.outputs import ArchOutput, dense_routing
-from smes_rec.modules.routing import Routing, routing_telemetry
+from smes_rec.modules.routing import Routing
 
 __all__ = ["DenseMoEArch", "MMoEArch", "PLEArch", "SharedBottomArch"]
 
@@ -194,5 +194,4 @@ class PLEArch(nn.Module):
             task_TBH, shared_BH, routing = level(x_IBD)
             if shared_BH is not None:
                 x_IBD = torch.cat([task_TBH, shared_BH.unsqueeze(0)], dim=0)
-        return ArchOutput(task_TBH, h_BD.new_zeros((), dtype=torch.float32),
-                          routing_telemetry(routing, self.num_experts))
+        return ArchOutput(task_TBH, h_BD.new_zeros((), dtype=torch.float32), routing)

@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from smes_rec.modules.mome import MoMEArch
 from smes_rec.modules.rankmixer import RankMixerArch
+from smes_rec.modules.routing import routing_stats
 from smes_rec.modules.smes import SMESArch
 
 __all__ = ["ArchCost", "arch_cost"]
@@ -83,7 +84,7 @@ def arch_cost(arch: nn.Module, in_features: int, batch_size: int = 256, seed: in
     total = _numel(arch.parameters())
     active = float(total)
     mask = 0
-    mean_active = out.routing.num_unique_B.float().mean().item()
+    mean_active = routing_stats(out.routing.ids_BTK, out.routing.probs_BTE.size(-1)).num_unique_B.float().mean().item()
     if isinstance(arch, SMESArch):
         per_expert = _numel(arch.experts.parameters()) / arch.num_experts
         active = total - per_expert * (arch.num_experts - mean_active)

@@ -17,7 +17,7 @@ from torch import nn
 
 from smes_rec.modules.gates import TaskGates
 from smes_rec.modules.outputs import ArchOutput
-from smes_rec.modules.routing import Routing, routing_telemetry
+from smes_rec.modules.routing import Routing
 
 __all__ = ["HoMEArch", "HoMEExperts", "NormSwishExperts"]
 
@@ -241,6 +241,5 @@ class HoMEArch(nn.Module):
 
         ids_BTK = torch.zeros_like(probs_BTK, dtype=torch.int64) + self.task_ids_TK  # broadcast: fx-traceable
         probs_BTE = probs_BTK.new_zeros(B, T, self.num_experts).scatter(-1, ids_BTK, probs_BTK)
-        routing = routing_telemetry(Routing(ids_BTK=ids_BTK, gates_BTK=probs_BTK, probs_BTE=probs_BTE),
-                                    self.num_experts)
+        routing = Routing(ids_BTK=ids_BTK, gates_BTK=probs_BTK, probs_BTE=probs_BTE)
         return ArchOutput(task_TBH, h_BD.new_zeros((), dtype=torch.float32), routing)

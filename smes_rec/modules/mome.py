@@ -137,7 +137,7 @@ class MoMEArch(nn.Module):
 
         Returns:
             :class:`ArchOutput` with ``task_reprs`` ``[T, B, H]``, the stage's L0 surrogate, and the effective
-            gates as dense routing telemetry (uniform ``1/E`` in stage 1).
+            gates as a dense routing (uniform ``1/E`` in stage 1).
         """
         s = self.stage2()
         keep = 1.0 - s

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from smes_rec.modules.routing import Routing, RoutingTelemetry, routing_telemetry
+from smes_rec.modules.routing import Routing
 
 __all__ = ["ArchOutput", "dense_routing"]
 
@@ -20,18 +20,21 @@ class ArchOutput(NamedTuple):
     Attributes:
         task_reprs: ``[T, B, H]`` one representation per task and instance.
         aux_loss: Scalar auxiliary loss, unweighted (SMES: the load-balancing loss; dense baselines: 0).
-        routing: Routing decision and telemetry; dense archs report every expert as selected.
+        routing: The routing decision (expert ids, gates, probabilities); dense archs report every expert as
+            selected. Statistics are derived from it by ``modules.routing.routing_stats`` where they are reported.
     """
 
     task_reprs: torch.Tensor
     aux_loss: torch.Tensor
-    routing: RoutingTelemetry
+    routing: Routing
 
 
-def dense_routing(probs_BTE: torch.Tensor) -> RoutingTelemetry:
-    """Telemetry of a dense mixture: every task selects every expert, with its softmax probability as the gate."""
+def dense_routing(probs_BTE: torch.Tensor) -> Routing:
+    """The routing of a dense mixture: every task selects every expert, with its softmax probability as the gate.
+
+    The ids are a broadcast view of ``arange(E)``: nothing of size ``B x T x E`` is computed.
+    """
     B, T, E = probs_BTE.shape
     # arange(E) built from a tensor (not a device argument) so that fx can trace it.
     ids_E = torch.ones_like(probs_BTE[0, 0], dtype=torch.int64).cumsum(0) - 1
-    ids_BTE = ids_E.expand(B, T, E)
-    return routing_telemetry(Routing(ids_BTK=ids_BTE, gates_BTK=probs_BTE, probs_BTE=probs_BTE), E)
+    return Routing(ids_BTK=ids_E.expand(B, T, E), gates_BTK=probs_BTE, probs_BTE=probs_BTE)

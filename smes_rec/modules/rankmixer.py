@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smes_rec.modules.outputs import ArchOutput, dense_routing
-from smes_rec.modules.routing import RoutingTelemetry
+from smes_rec.modules.routing import Routing
 
 __all__ = ["RankMixerArch", "RankMixerShape", "SparseMoE", "sparse_token_experts", "token_mix"]
 
@@ -154,29 +154,20 @@ def _uniform(shape: Sequence[int], fan_in: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
 
 
-def _telemetry(active_BX: torch.Tensor, gates_BX: torch.Tensor, num_tasks: int) -> RoutingTelemetry:
-    """Routing telemetry of ReLU-routed token experts; every task reads the same mixture, so every task "routes"
+def _routing(active_BX: torch.Tensor, gates_BX: torch.Tensor, num_tasks: int) -> Routing:
+    """The routing of ReLU-routed token experts; every task reads the same mixture, so every task "routes"
     to the active experts of its instance.
 
     ``ids_BTK`` lists all X experts with the inactive ones replaced by the instance's most-gated expert, so the
     set of ids is the active set whenever an instance has one (an instance with no active expert reports one).
     """
     B, X = active_BX.shape
-    pairs_X = active_BX.sum(dim=0).float()
     ids_X = torch.ones_like(active_BX[0], dtype=torch.int64).cumsum(0) - 1  # arange(X), fx-traceable
     top_B1 = gates_BX.argmax(dim=1, keepdim=True)
     ids_BX = torch.where(active_BX, ids_X.expand(B, X), top_B1)
     gates_BTX = gates_BX.float().unsqueeze(1).expand(B, num_tasks, X)
     probs_BTX = gates_BTX / gates_BTX.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    return RoutingTelemetry(
-        ids_BTK=ids_BX.unsqueeze(1).expand(B, num_tasks, X),
-        gates_BTK=gates_BTX,
-        probs_BTE=probs_BTX,
-        num_unique_B=active_BX.sum(dim=1),
-        expert_load_E=pairs_X / pairs_X.sum().clamp_min(1.0),
-        load_cv=pairs_X.std(correction=0) / pairs_X.mean().clamp_min(1e-12),
-        selection_TE=active_BX.sum(dim=0).unsqueeze(0).expand(num_tasks, X),
-    )
+    return Routing(ids_BTK=ids_BX.unsqueeze(1).expand(B, num_tasks, X), gates_BTK=gates_BTX, probs_BTE=probs_BTX)
 
 
 class _DenseTokenFFN(nn.Module):
@@ -197,7 +188,7 @@ class _DenseTokenFFN(nn.Module):
 class _SparseTokenMoE(nn.Module):
     """J experts per token with two ReLU routers (DTSI): dense mixture in training, active experts only at eval.
 
-    Returns the mixed tokens, the inference router's gates (what the sparsity loss and telemetry read) and
+    Returns the mixed tokens, the inference router's gates (what the sparsity loss and the routing read) and
     ``L_reg = mean_b sum_{i,j} ReLU(h_infer(s_{b,i}))_j``.
     """
 
@@ -246,7 +237,7 @@ class RankMixerArch(nn.Module):
     :class:`SparseMoE`): training runs every expert and mixes ``(1 - alpha) ReLU(h_train) + alpha ReLU(h_infer)``;
     evaluation runs only the experts whose ``ReLU(h_infer)`` gate is non-zero. The auxiliary loss is
     ``lambda * sum_blocks L_reg`` with lambda adapted after every training forward towards ``target_sparsity``
-    (the ``reg_lambda`` buffer, saved with the weights). Telemetry reports the inference gates' active experts
+    (the ``reg_lambda`` buffer, saved with the weights). The routing reports the inference gates' active experts
     (X = L * N * J). The dense arch reports one expert with gate 1, as SharedBottom does.
 
     Args:
@@ -325,4 +316,4 @@ class RankMixerArch(nn.Module):
             sparsity = 1.0 - active_BX.float().mean()
             direction = torch.sign(self.moe.target_sparsity - sparsity)  # denser than the target: raise lambda
             self.reg_lambda.mul_(torch.exp(direction * math.log(self.moe.lambda_rate)))
-        return ArchOutput(task_TBD, aux, _telemetry(active_BX, gates_BX, self.num_tasks))
+        return ArchOutput(task_TBD, aux, _routing(active_BX, gates_BX, self.num_tasks))

@@ -1,4 +1,4 @@
-"""SMES progressive expert routing, the global multi-gate load-balancing loss, and routing telemetry.
+"""SMES progressive expert routing, the global multi-gate load-balancing loss, and routing statistics.
 
 Pure functions on tensors; no parameters live here (the router projection belongs to ``SMESArch``).
 
@@ -24,11 +24,11 @@ import torch
 
 __all__ = [
     "Routing",
-    "RoutingTelemetry",
+    "RoutingStats",
     "expert_membership",
     "multi_gate_load_balance_loss",
     "progressive_route",
-    "routing_telemetry",
+    "routing_stats",
 ]
 
 
@@ -47,23 +47,19 @@ class Routing(NamedTuple):
     probs_BTE: torch.Tensor
 
 
-class RoutingTelemetry(NamedTuple):
-    """The routing decision plus the statistics reported by training and evaluation.
+class RoutingStats(NamedTuple):
+    """Execution and load statistics of a routing decision (:func:`routing_stats`).
 
     Attributes:
-        ids_BTK: As in :class:`Routing`.
-        gates_BTK: As in :class:`Routing`.
-        probs_BTE: As in :class:`Routing`.
         num_unique_B: int64 ``|U_b|``, the experts instance b actually executes.
-        expert_load_E: float32 share of the executed (instance, expert) pairs run by each expert (sums to 1).
-        load_cv: float32 scalar, coefficient of variation (std / mean) of the executed pairs per expert.
+        pairs_E: int64 executed (instance, expert) pairs of each expert.
+        expert_load_E: float32 share of the executed pairs run by each expert (sums to 1).
+        load_cv: float32 scalar, coefficient of variation (std / mean) of ``pairs_E``.
         selection_TE: int64 counts of how many instances task t routed to expert e.
     """
 
-    ids_BTK: torch.Tensor
-    gates_BTK: torch.Tensor
-    probs_BTE: torch.Tensor
     num_unique_B: torch.Tensor
+    pairs_E: torch.Tensor
     expert_load_E: torch.Tensor
     load_cv: torch.Tensor
     selection_TE: torch.Tensor
@@ -208,29 +204,30 @@ def expert_membership(ids_BTK: torch.Tensor, num_experts: int) -> torch.Tensor:
     return member_BE.scatter(1, ids_BTK.reshape(B, -1), True)
 
 
-def routing_telemetry(routing: Routing, num_experts: int) -> RoutingTelemetry:
-    """Adds execution and load statistics to a routing decision (all tensors; no host sync).
+def routing_stats(ids_BTK: torch.Tensor, num_experts: int) -> RoutingStats:
+    """The routing statistics training logs and evaluation report, from the routed expert ids (no host sync).
+
+    Archs return only the routing (:class:`Routing`); these statistics cost ``O(B * (T * K + E))`` and are
+    computed by their consumers when they are reported, not on every forward.
 
     Args:
-        routing: The output of :func:`progressive_route` (or an equivalent dense routing).
+        ids_BTK: Selected experts per task (int64, in ``[0, num_experts)``).
         num_experts: E.
 
     Returns:
-        A :class:`RoutingTelemetry`.
+        A :class:`RoutingStats`.
     """
-    ids_BTK = routing.ids_BTK
     member_BE = expert_membership(ids_BTK, num_experts)
-    pairs_E = member_BE.sum(dim=0).float()
-    expert_load_E = pairs_E / pairs_E.sum().clamp_min(1.0)
-    load_cv = pairs_E.std(correction=0) / pairs_E.mean().clamp_min(1e-12)
+    pairs_E = member_BE.sum(dim=0)
+    pairs_float_E = pairs_E.float()
+    expert_load_E = pairs_float_E / pairs_float_E.sum().clamp_min(1.0)
+    load_cv = pairs_float_E.std(correction=0) / pairs_float_E.mean().clamp_min(1e-12)
     T = ids_BTK.size(1)
     ids_TX = ids_BTK.transpose(0, 1).reshape(T, -1)
     selection_TE = ids_BTK.new_zeros((T, num_experts)).scatter_add(1, ids_TX, torch.ones_like(ids_TX))
-    return RoutingTelemetry(
-        ids_BTK=ids_BTK,
-        gates_BTK=routing.gates_BTK,
-        probs_BTE=routing.probs_BTE,
+    return RoutingStats(
         num_unique_B=member_BE.sum(dim=1),
+        pairs_E=pairs_E,
         expert_load_E=expert_load_E,
         load_cv=load_cv,
         selection_TE=selection_TE,

@@ -16,7 +16,7 @@ from smes_rec.modules.dispatch import combine, dispatch_rows, plan_dispatch
 from smes_rec.modules.experts import GroupedMLP
 from smes_rec.modules.gates import TaskGates
 from smes_rec.modules.outputs import ArchOutput
-from smes_rec.modules.routing import multi_gate_load_balance_loss, progressive_route, routing_telemetry
+from smes_rec.modules.routing import multi_gate_load_balance_loss, progressive_route
 
 __all__ = ["SMESArch"]
 
@@ -94,14 +94,14 @@ class SMESArch(nn.Module):
             h_BD: Shared-bottom output.
 
         Returns:
-            :class:`ArchOutput` with ``task_reprs`` ``[T, B, H]``, the unweighted load-balancing loss and telemetry.
+            :class:`ArchOutput` with ``task_reprs`` ``[T, B, H]``, the unweighted load-balancing loss and the routing.
         """
         routing = progressive_route(self.gates(h_BD), self.task_weights_T, self.k_shared, self.k_adaptive)
         plan = plan_dispatch(routing.ids_BTK, self.num_experts, self.max_unique, self.static_dispatch)
         y_PH = self.experts(dispatch_rows(h_BD, plan.instance_of_row_P), plan.offsets_E, plan.expert_of_row_P)
         task_reprs_TBH = combine(y_PH, plan.row_BTK, routing.gates_BTK)
         aux_loss = multi_gate_load_balance_loss(routing.probs_BTE, routing.ids_BTK, self.num_experts)
-        return ArchOutput(task_reprs_TBH, aux_loss, routing_telemetry(routing, self.num_experts))
+        return ArchOutput(task_reprs_TBH, aux_loss, routing)
 
 
 def _check_positive(**values: int) -> None:

@@ -1,27 +1,29 @@
-"""The training application: a typed run config, and ``run`` (set up, resume, train, report)."""
+"""The training application: ``run`` (set up the output folder and data, build, resume, train, report).
+
+The run config, :class:`~smes_rec.train.config.TrainConfig`, lives in ``train/config.py`` (importable from here).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from smes_rec.data.config import DataConfig
 from smes_rec.data.fitted import load_fitted_transform
+from smes_rec.evaluation.report import metrics_table
 from smes_rec.metrics import TaskMetrics
-from smes_rec.models.factory import ModelConfig
+from smes_rec.train.build import Placement, build_for_training
 from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.config import TrainConfig
 from smes_rec.train.data import LoaderSource
 from smes_rec.train.distributed import DistContext, init_distributed
 from smes_rec.train.lock import RunLock, RunLockedError
-from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer, metrics_table
-from smes_rec.train.sharding import ShardingName
+from smes_rec.train.loop import Trainer
 from smes_rec.utils.config import to_mapping
 from smes_rec.utils.files import write_json
 
@@ -30,35 +32,6 @@ __all__ = ["OutputDirError", "TrainConfig", "run"]
 
 class OutputDirError(ValueError):
     """The output folder cannot hold the run (not writable, or a path in it is a file)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training run.
-
-    Attributes:
-        data: Data set, split and batching (see ``smes_rec.data.config.DataConfig``).
-        model: The model (see ``smes_rec.models.factory.ModelConfig``).
-        sharding: Embedding sharding: auto, table_wise, row_wise, column_wise, table_column_wise, data_parallel.
-        optim: Optimizers.
-        schedule: Steps, logging, validation and checkpoints.
-        output_dir: Checkpoints, TensorBoard logs and final metrics go here.
-        seed: Seeds model initialisation, and the data order unless ``data.seed`` is set.
-        device: auto (CUDA when available), cpu or cuda.
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sharding: ShardingName = "auto"
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    output_dir: str = "runs/smes"
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    def __post_init__(self) -> None:
-        if self.data.seed is None:  # one seed for initialisation and data order
-            object.__setattr__(self, "data", replace(self.data, seed=self.seed))
 
 
 def _prepare_output(output: Path) -> None:
@@ -84,7 +57,8 @@ def _lock_output(output: Path, ctx: DistContext) -> RunLock | None:
     Returns:
         The held lock on rank 0, None elsewhere.
     """
-    lock, problem = None, [None]
+    lock: RunLock | None = None
+    problem: list[str | None] = [None]
     if ctx.rank == 0:
         try:
             _prepare_output(output)
@@ -143,10 +117,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, output: Path, resume: bool, progr
     fitted = load_fitted_transform(point) if point is not None else None
     data = LoaderSource(cfg.data, ctx.rank, ctx.world_size, fitted)
     record = to_mapping(cfg)
-    steps_per_epoch = len(data.loader("train"))
-    trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, output, ctx,
-                      config_record=record, progress=progress, steps_per_epoch=steps_per_epoch,
-                      fitted=data.fitted)
+    steps_per_epoch = data.num_batches("train")
+    built = build_for_training(cfg.model, data, cfg.optim, Placement(cfg.sharding, ctx.device, cfg.data.batch_size))
+    trainer = Trainer(data, built, schedule=cfg.schedule, ctx=ctx, output_dir=output, config_record=record,
+                      progress=progress, fitted=data.fitted)
     resumed = point is not None and trainer.restore(point, verify=False)
     first_step = trainer.step
     if ctx.rank == 0:

@@ -280,24 +280,24 @@ class CheckpointManager:
             _verify_on_rank0(path)
         meta = self.read_meta(path)
         world_size = dist.get_world_size() if dist.is_initialized() else 1
-        restore_optimizer = optimizer is not None and meta["world_size"] == world_size
+        restore = optimizer if optimizer is not None and meta["world_size"] == world_size else None
         state: dict[str, Any] = {"model": model.state_dict()}
-        if restore_optimizer:
-            state["optimizer"] = optimizer.state_dict()  # lazy state must be materialised (init_state) already
+        if restore is not None:
+            state["optimizer"] = restore.state_dict()  # lazy state must be materialised (init_state) already
         dcp.load(state, checkpoint_id=path)
         model.load_state_dict(state["model"])
-        if restore_optimizer:
-            optimizer.load_state_dict(state["optimizer"])
+        if restore is not None:
+            restore.load_state_dict(state["optimizer"])
             rng = path / f"rng_rank{_rank()}.pt"
             if not rng.is_file():  # verified folders always have it; a fresh RNG would silently change the run
                 raise CheckpointDamagedError(f"{rng}: damaged checkpoint: RNG state file missing")
             _set_rng_state(torch.load(rng, weights_only=False))
-        return {**meta, "optimizer_restored": restore_optimizer}
+        return {**meta, "optimizer_restored": restore is not None}
 
 
 def _verify_on_rank0(path: Path) -> None:
     """Rank 0 verifies ``path``; every rank raises the same :class:`CheckpointDamagedError` if it is damaged."""
-    problem = [None]
+    problem: list[str | None] = [None]
     if _rank() == 0:
         try:
             verify_checkpoint(path)

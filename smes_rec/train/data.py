@@ -1,4 +1,4 @@
-"""Adapts the schema-driven batch loaders to the training loop's DataSource protocol."""
+"""Adapts the schema-driven batch loaders to the training loop's DataSource protocol (``train/pipeline.py``)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ class LoaderSource:
         if split not in self._loaders:
             self._loaders[split] = build_dataloader(self.cfg, split, self.rank, self.world_size, source=self.source)
         return self._loaders[split]
+
+    def num_batches(self, split: str) -> int:
+        """This rank's batches of ``split`` per epoch (the loader's epoch plan gives every rank the same number)."""
+        return len(self.loader(split))
 
     def batches(self, split: str, epoch: int, skip: int) -> Iterator[Batch]:
         """This rank's batches of ``split`` in ``epoch``'s order, from batch ``skip`` on."""

@@ -1,215 +1,99 @@
-"""The training loop: TrainPipelineSparseDist steps, validation, telemetry, NaN guard and checkpoints.
+"""The training loop: TrainPipelineSparseDist steps, periodic validation and checkpoints, the NaN guard, logs.
 
-The loop is independent of where batches come from: it takes a :class:`DataSource`, so the same code trains on
-the schema-driven pipeline, the synthetic data, or in-memory batches in tests.
+The loop is given a built model (``train/build.py``) and a :class:`~smes_rec.train.pipeline.DataSource`, so the
+same code trains on the schema-driven pipeline, the synthetic data, or in-memory batches in tests.
+
+The hot path holds no per-step host synchronisation: step losses stay on the device until the next log step
+(or validation, checkpoint, end of training), where one all-reduce compares every rank's losses of the whole
+interval, checks them for NaN/inf and names the first bad step; routing statistics are computed on log steps only.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.train_pipeline import EvalPipelineSparseDist, TrainPipelineSparseDist
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from tqdm import tqdm
 
-from smes_rec.data.batch import Batch
 from smes_rec.data.fitted import META_KEY as FITTED_KEY
 from smes_rec.data.fitted import FittedTransform
 from smes_rec.metrics import MultiTaskEvaluator, TaskMetrics
-from smes_rec.models.factory import ModelConfig, build_ranker
-from smes_rec.models.sparse import TableSpec
+from smes_rec.modules.routing import Routing, routing_stats
+from smes_rec.train.build import TrainModel
 from smes_rec.train.checkpoint import CheckpointManager
+from smes_rec.train.config import ScheduleConfig
 from smes_rec.train.distributed import DistContext
+from smes_rec.train.pipeline import DataSource, agreed_batches, eval_outputs
 from smes_rec.train.resume import SAFE_KEYS, ResumeMismatchError, resume_differences
-from smes_rec.train.sharding import (
-    EmbeddingOptimizer,
-    ShardingName,
-    apply_embedding_optimizer,
-    make_dense_optimizer,
-    shard_model,
-)
-from smes_rec.train.wrapper import StepOutput, TrainWrapper
+from smes_rec.train.wrapper import StepOutput
 
-__all__ = [
-    "DataSource",
-    "NonFiniteLossError",
-    "OptimConfig",
-    "ScheduleConfig",
-    "Trainer",
-    "synchronized",
-]
-
-
-class DataSource(Protocol):
-    """Where the loop's batches come from, and the shape of the data the model is built for."""
-
-    task_names: tuple[str, ...]
-    feature_names: tuple[str, ...]
-    tables: tuple[TableSpec, ...]
-    num_dense: int
-    has_groups: bool  # False: no group column, so GAUC is not available
-
-    def batches(self, split: str, epoch: int, skip: int) -> Iterator[Batch]:
-        """This rank's batches of ``split`` in ``epoch``'s order, skipping the first ``skip`` of them."""
-        ...
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizers.
-
-    Attributes:
-        embedding: Fused embedding optimizer (CPU supports rowwise_adagrad, adagrad and sgd).
-        embedding_lr: Its learning rate.
-        dense: Optimizer of every other parameter (and of data-parallel tables).
-        dense_lr: Its learning rate.
-    """
-
-    embedding: EmbeddingOptimizer = "rowwise_adagrad"
-    embedding_lr: float = 0.05
-    dense: Literal["adam", "adagrad", "sgd"] = "adam"
-    dense_lr: float = 1e-3
-
-    def __post_init__(self) -> None:
-        for name in ("embedding_lr", "dense_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """How long to train and how often to log, validate and checkpoint (all in optimizer steps).
-
-    Attributes:
-        max_steps: Total optimizer steps (set this or ``epochs``, not both).
-        epochs: Train until this many passes over the train split are complete (set this or ``max_steps``).
-        log_every: TensorBoard scalars and the progress bar's postfix.
-        eval_every: Validate every this many steps (0: only at the end).
-        eval_batches: Validation batches per rank (None: the whole split).
-        checkpoint_every: Save every this many steps (0: only at the end).
-        keep_last: Complete checkpoints to keep.
-    """
-
-    max_steps: int | None = None
-    epochs: int | None = None
-    log_every: int = 50
-    eval_every: int = 0
-    eval_batches: int | None = None
-    checkpoint_every: int = 0
-    keep_last: int = 3
-
-    def __post_init__(self) -> None:
-        if self.max_steps is not None and self.epochs is not None:
-            raise ValueError(f"max_steps ({self.max_steps}) and epochs ({self.epochs}) are both set: set exactly one "
-                             "(null the other, e.g. --set schedule.max_steps=null)")
-        if self.max_steps is None and self.epochs is None:
-            raise ValueError("neither max_steps nor epochs is set: set exactly one of them")
-        if (self.max_steps is not None and self.max_steps < 1) or (self.epochs is not None and self.epochs < 1):
-            raise ValueError(f"max_steps / epochs must be >= 1, got {self.max_steps} / {self.epochs}")
-        if self.log_every < 1 or self.keep_last < 1:
-            raise ValueError("log_every and keep_last must be >= 1")
-        if self.eval_every < 0 or self.checkpoint_every < 0:
-            raise ValueError("eval_every and checkpoint_every must be >= 0")
-        if self.eval_batches is not None and self.eval_batches < 1:
-            raise ValueError(f"eval_batches must be >= 1 or null, got {self.eval_batches}")
+__all__ = ["NonFiniteLossError", "Trainer"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
-def synchronized(batches: Iterator[Batch], group: dist.ProcessGroup | None) -> Iterator[Batch]:
-    """Stops every rank together when any rank runs out of batches (sharded embeddings need equal counts)."""
-    for batch in itertools.chain(batches, [None]):
-        has_batch = torch.tensor([0 if batch is None else 1])
-        dist.all_reduce(has_batch, op=dist.ReduceOp.MIN, group=group)
-        if not has_batch.item():
-            return
-        yield batch
+@dataclass
+class _Interval:
+    """This rank's losses of the steps since the last check, left on the device (no per-step host copy).
 
-
-def build_train_wrapper(model_cfg: ModelConfig, data: DataSource, embedding_device: str) -> TrainWrapper:
-    """The ranker for ``data``'s shape wrapped with its losses (``loss_weights`` default to 1 per task).
-
-    Args:
-        model_cfg: The model.
-        data: The data shape (tasks, tables, features).
-        embedding_device: Where the embedding tables live: ``meta`` before sharding, ``cpu`` for unsharded use.
+    Attributes:
+        first_step: The optimizer step before the interval's first step.
+        task_losses: ``[T]`` per step.
+        aux_losses: Scalar per step.
     """
-    num_tasks = len(data.task_names)
-    if model_cfg.loss_weights is not None and len(model_cfg.loss_weights) != num_tasks:
-        raise ValueError(f"model.loss_weights has {len(model_cfg.loss_weights)} entries for {num_tasks} tasks")
-    return TrainWrapper(
-        build_ranker(model_cfg, data.tables, data.feature_names, data.num_dense, num_tasks, embedding_device,
-                     task_names=data.task_names),
-        model_cfg.loss_weights or [1.0] * num_tasks,
-        model_cfg.aux_loss_weight,
-    )
 
+    first_step: int
+    task_losses: list[torch.Tensor] = field(default_factory=list)
+    aux_losses: list[torch.Tensor] = field(default_factory=list)
 
-def _step_stats(out: StepOutput) -> torch.Tensor:
-    """Everything a training step reports, in one host tensor (one device-to-host copy per step).
+    def add(self, out: StepOutput) -> None:
+        self.task_losses.append(out.task_losses_T)
+        self.aux_losses.append(out.aux_loss)
 
-    Returns:
-        ``[T + 4]``: the task losses, the aux loss, mean and max |U| over the batch, and the expert-load CV.
-    """
-    unique_B = out.num_unique_B.float()
-    parts = [out.task_losses_T, out.aux_loss.view(1), unique_B.mean().view(1), unique_B.max().view(1),
-             out.load_cv.view(1)]
-    return torch.cat([p.float() for p in parts]).cpu()
+    def losses(self) -> torch.Tensor:
+        """``[S, T + 1]`` float32: each step's task losses and aux loss."""
+        return torch.cat([torch.stack(self.task_losses), torch.stack(self.aux_losses).unsqueeze(1)], dim=1).float()
 
 
 @dataclass
 class _Telemetry:
-    """Running sums of per-step statistics between two logs (this rank's batches; rank 0 logs them)."""
+    """Running sums between two logs (this rank's batches; rank 0 logs them).
+
+    Attributes:
+        steps: Steps since the last log.
+        examples: This rank's rows since the last log.
+        start: When the interval started.
+        loss_sums: ``[T + 1]`` this rank's task losses and aux loss summed over the checked steps.
+    """
 
     steps: int = 0
     examples: int = 0
     start: float = field(default_factory=time.perf_counter)
-    task_losses: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    aux: float = 0.0
-    unique_mean: float = 0.0
-    unique_max: int = 0
-    load_cv: float = 0.0
-
-    def add(self, stats: torch.Tensor, examples: int) -> None:
-        """Adds one step's :func:`_step_stats`."""
-        T = stats.numel() - 4
-        self.steps += 1
-        self.examples += examples
-        self.task_losses = self.task_losses + stats[:T]
-        aux, unique_mean, unique_max, load_cv = stats[T:].tolist()
-        self.aux += aux
-        self.unique_mean += unique_mean
-        self.unique_max = max(self.unique_max, int(unique_max))
-        self.load_cv += load_cv
+    loss_sums: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
 
 
 class Trainer:
-    """Builds the sharded model and optimizers and runs training with periodic validation and checkpoints.
+    """Runs training of a built model with periodic validation and checkpoints.
 
     Args:
         data: The batches and data shape.
-        model_cfg: The model.
-        optim: Optimizers.
+        built: The sharded model and its optimizer (``train.build.build_for_training``).
         schedule: Steps, logging, validation, checkpoints.
-        sharding: Embedding sharding type, or ``auto``.
-        batch_size: Per-rank batch size (planner cost model).
-        output_dir: Checkpoints in ``output_dir/checkpoints``, TensorBoard in ``output_dir/tensorboard``.
         ctx: This process's distributed context.
+        output_dir: Checkpoints in ``output_dir/checkpoints``, TensorBoard in ``output_dir/tensorboard``.
         config_record: The whole run configuration as plain data, saved in every checkpoint and compared with
             the saved one on a resume.
         progress: Show a tqdm bar on rank 0.
-        steps_per_epoch: Batches per epoch, if known (the progress bar's total with ``schedule.epochs``).
         fitted: The feature transform fitted on the train split, saved in every checkpoint's ``meta.json`` (under
             ``smes_rec.data.fitted.META_KEY``) for evaluation and serving.
     """
@@ -217,41 +101,26 @@ class Trainer:
     def __init__(
         self,
         data: DataSource,
-        model_cfg: ModelConfig,
-        optim: OptimConfig,
+        built: TrainModel,
+        *,
         schedule: ScheduleConfig,
-        sharding: ShardingName,
-        batch_size: int,
-        output_dir: str | Path,
         ctx: DistContext,
+        output_dir: str | Path,
         config_record: Mapping[str, Any] | None = None,
         progress: bool = True,
-        steps_per_epoch: int | None = None,
         fitted: FittedTransform | None = None,
     ):
         self.data = data
+        self.model, self.optimizer = built
         self.fitted = fitted
         self.schedule = schedule
         self.ctx = ctx
         self.output_dir = Path(output_dir)
         self.config_record = dict(config_record or {})
         self.progress = progress and ctx.rank == 0
-        self.steps_per_epoch = steps_per_epoch
-        wrapper = build_train_wrapper(model_cfg, data, "meta")
-        apply_embedding_optimizer(wrapper, optim.embedding, optim.embedding_lr)
-        self.model: DistributedModelParallel = shard_model(
-            wrapper, data.tables, sharding, ctx.device, batch_size
-        )
-        self.optimizer = make_dense_optimizer(self.model, optim.dense, optim.dense_lr)
-        # Materialise lazy optimizer state (a zero-gradient step: parameters do not move) so that every
-        # checkpoint, even one at step 0, holds the same optimizer keys a restore expects.
-        self.optimizer.init_state()
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", schedule.keep_last)
-        # Loss checks run on a CPU (gloo) group whatever the training backend. Batch-count agreement gets a group
-        # of its own: the eval pipeline fetches batches on a background thread, concurrently with the main
-        # thread's collectives, and two threads must never share a group.
+        # Metrics reduce CPU tensors: under nccl they need a gloo group of their own.
         self.cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-        self.batch_group = dist.new_group(backend="gloo")
         self.step = 0
         self.epoch = 0
         self.position = 0  # batches of the current epoch already trained on
@@ -332,74 +201,77 @@ class Trainer:
         return self.checkpoints.save(self.step, self.model, self.optimizer, meta)
 
     # ---------------------------------------------------------------- evaluation
-    def eval_outputs(self, split: str, max_batches: int | None = None) -> Iterator[StepOutput]:
-        """This rank's step outputs over ``split`` through ``EvalPipelineSparseDist`` (model in eval mode, no grad).
-
-        Every rank must iterate to the end: the pipeline and the batch-count agreement are collective. The model
-        is back in train mode, and the pipeline detached, once the generator finishes or is closed.
-        """
-        self.model.eval()
-        pipeline = EvalPipelineSparseDist(self.model, self.optimizer, self.ctx.device)
-        batches = synchronized(itertools.islice(self.data.batches(split, 0, 0), max_batches), self.batch_group)
-        try:
-            with torch.no_grad():
-                while True:
-                    try:
-                        out: StepOutput = pipeline.progress(batches)
-                    except StopIteration:
-                        return
-                    yield out
-        finally:
-            pipeline.detach()
-            self.model.train()
-
     def evaluate(self, split: str = "valid", max_batches: int | None = None) -> dict[str, TaskMetrics]:
-        """Exact per-task metrics of ``split`` over all ranks (through the eval pipeline)."""
+        """Exact per-task metrics of ``split`` over all ranks, through ``EvalPipelineSparseDist`` (every rank calls).
+
+        Args:
+            split: The split.
+            max_batches: Batches per rank (None: the whole split).
+        """
         evaluator = MultiTaskEvaluator(self.data.task_names, self.data.has_groups)
-        for out in self.eval_outputs(split, max_batches):
+        batches = agreed_batches(self.data, split, self.ctx.device, limit=max_batches)
+        for out in eval_outputs(self.model, batches, self.ctx.device):
             evaluator.update(out.probs_TB, out.labels_TB, out.weights_TB, out.group_ids_B)
         return evaluator.compute(self.cpu_group or dist.group.WORLD)  # exact over every rank's rows
 
     # ---------------------------------------------------------------- training
-    def _check_finite(self, losses: torch.Tensor) -> torch.Tensor:
-        """Averages task and aux losses over ranks; raises on every rank together if any is not finite.
+    def _check_losses(self, interval: _Interval) -> torch.Tensor:
+        """Averages the interval's losses over ranks (one all-reduce); raises on every rank together if any is
+        not finite, naming the interval's first bad step.
 
         Args:
-            losses: This rank's ``[T + 1]`` task losses and aux loss, on the host.
+            interval: This rank's losses since the last check.
 
         Returns:
-            ``[T + 1]`` rank-averaged task losses and aux loss (the aux loss unweighted).
+            ``[T + 1]`` this rank's task and aux losses summed over the interval's steps (zeros without steps).
+
+        Raises:
+            NonFiniteLossError: A rank-averaged task or aux loss of a step is NaN or infinite.
         """
-        losses = losses.clone()  # all_reduce works in place
-        dist.all_reduce(losses, group=self.cpu_group)
-        if not torch.isfinite(losses).all():
+        num_tasks = len(self.data.task_names)
+        if not interval.task_losses:
+            return torch.zeros(num_tasks + 1)
+        local_SL = interval.losses()  # L = T + 1
+        global_SL = local_SL.clone()
+        dist.all_reduce(global_SL)
+        local_SL, global_SL = torch.stack([local_SL, global_SL]).cpu().unbind(0)  # one device-to-host copy
+        global_SL = global_SL / self.ctx.world_size
+        finite_S = torch.isfinite(global_SL).all(dim=1)
+        if not bool(finite_S.all()):
+            first = int((~finite_S).nonzero()[0])
+            losses_L = global_SL[first]
             names = [*self.data.task_names, "aux (load balance)"]
-            bad = [f"{names[i]}={losses[i].item()}" for i in range(len(names)) if not math.isfinite(losses[i])]
+            bad = [f"{names[i]}={losses_L[i].item()}" for i in range(len(names)) if not math.isfinite(losses_L[i])]
             latest = self.checkpoints.latest()
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.step + 1}: {', '.join(bad)}. Training stopped; the last good "
-                f"checkpoint is {latest if latest else 'none (no checkpoint was written yet)'}"
+                f"non-finite loss at step {interval.first_step + first + 1}: {', '.join(bad)}. Training stopped; the "
+                f"last good checkpoint is {latest if latest else 'none (no checkpoint was written yet)'}"
             )
-        return losses / self.ctx.world_size
+        self.step_losses.extend(global_SL.sum(dim=1).tolist())
+        return local_SL.sum(dim=0)
 
-    def _log(self, writer: Any, tel: _Telemetry, bar: tqdm) -> None:
-        if tel.steps == 0:
+    def _log(self, writer: Any, tel: _Telemetry, bar: tqdm, routing: Routing) -> None:
+        """Rank 0: the interval's mean losses and throughput, and the routing statistics of the log step's batch."""
+        if tel.steps == 0 or self.ctx.rank != 0:
             return
         seconds = time.perf_counter() - tel.start
-        scalars = {f"loss/{name}": float(v) / tel.steps for name, v in zip(self.data.task_names, tel.task_losses,
-                                                                          strict=True)}
+        num_tasks = len(self.data.task_names)
+        mean_L = (tel.loss_sums / tel.steps).tolist()
+        stats = routing_stats(routing.ids_BTK, routing.probs_BTE.size(-1))
+        unique_B = stats.num_unique_B.float()
+        unique_mean, unique_max, load_cv = torch.stack([unique_B.mean(), unique_B.max(), stats.load_cv]).tolist()
+        scalars = {f"loss/{name}": mean_L[t] for t, name in enumerate(self.data.task_names)}
         scalars.update({
-            "loss/aux_load_balance": tel.aux / tel.steps,
-            "routing/mean_unique_experts": tel.unique_mean / tel.steps,
-            "routing/max_unique_experts": tel.unique_max,
-            "routing/expert_load_cv": tel.load_cv / tel.steps,
+            "loss/aux_load_balance": mean_L[num_tasks],
+            "routing/mean_unique_experts": unique_mean,
+            "routing/max_unique_experts": int(unique_max),
+            "routing/expert_load_cv": load_cv,
             "throughput/examples_per_s": tel.examples * self.ctx.world_size / max(seconds, 1e-9),
         })
         if writer is not None:
             for key, value in scalars.items():
                 writer.add_scalar(key, value, self.step)
-        mean_loss = float(tel.task_losses.sum()) / tel.steps
-        bar.set_postfix(loss=f"{mean_loss:.4f}", experts=f"{scalars['routing/mean_unique_experts']:.2f}",
+        bar.set_postfix(loss=f"{sum(mean_L[:num_tasks]):.4f}", experts=f"{unique_mean:.2f}",
                         ex_s=f"{scalars['throughput/examples_per_s']:.0f}")
 
     def _record_eval(self, writer: Any, metrics: Mapping[str, TaskMetrics]) -> None:
@@ -432,11 +304,12 @@ class Trainer:
         finally:
             self.train_seconds += time.perf_counter() - start
 
+
     def _fit(self) -> dict[str, TaskMetrics]:
         sched = self.schedule
         total = sched.max_steps
-        if total is None and self.steps_per_epoch:
-            total = self.steps_per_epoch * sched.epochs  # type: ignore[operator]
+        if total is None:
+            total = self.data.num_batches("train") * sched.epochs  # type: ignore[operator]
         writer = None
         if self.ctx.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -445,8 +318,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc="train", disable=not self.progress,
                    dynamic_ncols=True)
         pipeline = TrainPipelineSparseDist(self.model, self.optimizer, self.ctx.device, execute_all_batches=True)
-        tel = _Telemetry()
-        batches = synchronized(self.data.batches("train", self.epoch, self.position), self.batch_group)
+        tel, interval = _Telemetry(), _Interval(self.step)
+        batches = agreed_batches(self.data, "train", self.ctx.device, epoch=self.epoch, skip=self.position)
         self.model.train()
         while not self._done():
             try:
@@ -458,25 +331,32 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
                 if self._done():
                     break
-                batches = synchronized(self.data.batches("train", self.epoch, 0), self.batch_group)
+                batches = agreed_batches(self.data, "train", self.ctx.device, epoch=self.epoch)
                 continue
-            stats = _step_stats(out)
-            self.step_losses.append(float(self._check_finite(stats[: len(self.data.task_names) + 1]).sum()))
+            interval.add(out)
             self.step += 1
             self.position += 1
-            tel.add(stats, out.labels_TB.size(1))
+            tel.steps += 1
+            tel.examples += out.labels_TB.size(1)
             self.examples_trained += out.labels_TB.size(1)
             bar.update(1)
-            if self.step % sched.log_every == 0:
-                self._log(writer, tel, bar)
-                tel = _Telemetry()
             last = self.step == sched.max_steps  # (with epochs, the end shows only when the split runs out)
-            if sched.eval_every and self.step % sched.eval_every == 0 and not last:
+            log = self.step % sched.log_every == 0
+            validate = bool(sched.eval_every) and self.step % sched.eval_every == 0 and not last
+            save = bool(sched.checkpoint_every) and self.step % sched.checkpoint_every == 0 and not last
+            if log or validate or save:  # never validate or save weights whose losses were not checked
+                tel.loss_sums = tel.loss_sums + self._check_losses(interval)
+                interval = _Interval(self.step)
+            if log:
+                self._log(writer, tel, bar, out.routing)
+                tel = _Telemetry()
+            if validate:
                 pipeline.detach()
                 self._record_eval(writer, self.evaluate("valid", sched.eval_batches))
                 pipeline.attach(self.model)
-            if sched.checkpoint_every and self.step % sched.checkpoint_every == 0 and not last:
+            if save:
                 self.save()
+        self._check_losses(interval)
         bar.close()
         pipeline.detach()
         metrics = self.evaluate("valid", sched.eval_batches)
@@ -485,16 +365,3 @@ class Trainer:
         if writer is not None:
             writer.close()
         return metrics
-
-
-def metrics_table(metrics: Mapping[str, TaskMetrics], columns: Sequence[str] = ("auc", "gauc", "log_loss")) -> str:
-    """A Markdown table of per-task metrics; a metric that is not available (GAUC without groups) shows ``n/a``,
-    explained under the table."""
-    header = "| task | " + " | ".join(columns) + " | examples |"
-    lines = [header, "|" + "---|" * (len(columns) + 2)]
-    for task, m in metrics.items():
-        values = " | ".join("n/a" if getattr(m, c) is None else f"{getattr(m, c):.4f}" for c in columns)
-        lines.append(f"| {task} | {values} | {m.num_examples} |")
-    if any(getattr(m, c) is None for m in metrics.values() for c in columns):
-        lines.append("\nn/a: GAUC is not available: the data has no group column (`group:` in the schema)")
-    return "\n".join(lines)

@@ -14,6 +14,7 @@ from torch import nn
 
 from smes_rec.data.batch import Batch
 from smes_rec.models.ranker import Ranker
+from smes_rec.modules.routing import Routing
 
 __all__ = ["StepOutput", "TrainWrapper"]
 
@@ -28,9 +29,8 @@ class StepOutput(NamedTuple):
         labels_TB: Labels.
         weights_TB: Example weights.
         group_ids_B: Group ids (users) for GAUC.
-        num_unique_B: Experts executed per instance.
-        load_cv: Coefficient of variation of the executed pairs per expert.
-        selection_TE: Task x expert selection counts.
+        routing: The arch's routing decision (detached): ids, gates, probabilities. Its statistics are computed by
+            ``modules.routing.routing_stats`` where they are reported (training logs, evaluation), not per step.
     """
 
     task_losses_T: torch.Tensor
@@ -39,9 +39,7 @@ class StepOutput(NamedTuple):
     labels_TB: torch.Tensor
     weights_TB: torch.Tensor
     group_ids_B: torch.Tensor
-    num_unique_B: torch.Tensor
-    load_cv: torch.Tensor
-    selection_TE: torch.Tensor
+    routing: Routing
 
 
 class TrainWrapper(nn.Module):
@@ -52,6 +50,8 @@ class TrainWrapper(nn.Module):
         task_loss_weights: lambda_t, one per task.
         aux_loss_weight: beta.
     """
+
+    task_loss_weights_T: torch.Tensor
 
     def __init__(self, model: Ranker, task_loss_weights: Sequence[float], aux_loss_weight: float):
         super().__init__()
@@ -75,7 +75,5 @@ class TrainWrapper(nn.Module):
             labels_TB=batch.labels,
             weights_TB=batch.weights,
             group_ids_B=batch.group_ids,
-            num_unique_B=r.num_unique_B,
-            load_cv=r.load_cv.detach(),
-            selection_TE=r.selection_TE,
+            routing=Routing(r.ids_BTK.detach(), r.gates_BTK.detach(), r.probs_BTE.detach()),
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from smes_rec.train.app import TrainConfig
+from smes_rec.train.config import TrainConfig
 from smes_rec.utils.config import apply_overrides, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

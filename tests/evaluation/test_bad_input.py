@@ -14,6 +14,7 @@ import yaml
 from apps.evaluate import main as evaluate_main
 from smes_rec.evaluation.checkpoint import SchemaMismatchError, check_fingerprint, load_run_config
 from smes_rec.evaluation.stream import evaluate_stream
+from smes_rec.modules.routing import Routing
 from smes_rec.train.checkpoint import CheckpointManager, load_model_weights, write_manifest
 from smes_rec.train.wrapper import StepOutput
 from smes_rec.utils.config import ConfigError, to_mapping
@@ -141,17 +142,15 @@ def test_nan_predictions_from_a_checkpoint(tiny_run: Path, tmp_path: Path, capsy
     assert "split 'valid', batch 0: task 'is_like': predictions contain NaN" in err
 
 
-def _step_output(labels_TB: torch.Tensor) -> tuple[StepOutput, torch.Tensor]:
+def _step_output(labels_TB: torch.Tensor) -> StepOutput:
     T, B = labels_TB.shape
     ids_BTK = torch.zeros(B, T, 1, dtype=torch.int64)
-    out = StepOutput(
+    return StepOutput(
         task_losses_T=torch.zeros(T), aux_loss=torch.tensor(0.0),
         probs_TB=torch.full((T, B), 0.5), labels_TB=labels_TB, weights_TB=torch.ones(T, B),
-        group_ids_B=torch.arange(B), num_unique_B=torch.ones(B, dtype=torch.int64),
-        load_cv=torch.tensor(1.0),
-        selection_TE=torch.zeros(T, 2, dtype=torch.int64),
+        group_ids_B=torch.arange(B),
+        routing=Routing(ids_BTK, torch.ones(B, T, 1), torch.full((B, T, 2), 0.5)),
     )
-    return out, ids_BTK
 
 
 def test_nan_labels_name_the_batch_and_task() -> None:

@@ -1,5 +1,5 @@
-"""A checkpoint written by a 2-process run: evaluated unsharded in one process, sharded on 2 ranks through the
-Trainer's model and eval pipeline, and by ``Trainer.evaluate`` itself; all the same numbers."""
+"""A checkpoint written by a 2-process run: evaluated unsharded in one process, sharded on 2 ranks through a model
+built without optimizers and the eval pipeline, and by ``Trainer.evaluate`` itself; all the same numbers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def _train_and_evaluate_worker(rank: int, world_size: int, workdir: Path, cache:
     import torch
 
     from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
+    from smes_rec.train.build import Placement, build_for_training
     from smes_rec.train.data import LoaderSource
     from smes_rec.train.distributed import init_distributed
     from smes_rec.train.loop import Trainer
@@ -29,8 +30,9 @@ def _train_and_evaluate_worker(rank: int, world_size: int, workdir: Path, cache:
     ctx = init_distributed("cpu")
     torch.manual_seed(cfg.seed)
     data = LoaderSource(cfg.data, ctx.rank, ctx.world_size)
-    trainer = Trainer(data, cfg.model, cfg.optim, cfg.schedule, cfg.sharding, cfg.data.batch_size, workdir / "run",
-                      ctx, config_record=to_mapping(cfg), progress=False)
+    built = build_for_training(cfg.model, data, cfg.optim, Placement(cfg.sharding, ctx.device, cfg.data.batch_size))
+    trainer = Trainer(data, built, schedule=cfg.schedule, ctx=ctx, output_dir=workdir / "run",
+                      config_record=to_mapping(cfg), progress=False)
     trainer.fit()
     by_trainer = trainer.evaluate("valid")
     if rank == 0:

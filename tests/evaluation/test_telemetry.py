@@ -10,7 +10,7 @@ import torch
 from smes_rec.evaluation.telemetry import RoutingAccumulator, activation_bound
 from smes_rec.models.factory import ModelConfig
 from smes_rec.modules import SMESArch
-from smes_rec.modules.routing import Routing, routing_telemetry
+from smes_rec.modules.routing import routing_stats
 
 
 def test_accumulated_counts_equal_the_arch_telemetry_of_the_kept_rows() -> None:
@@ -25,7 +25,7 @@ def test_accumulated_counts_equal_the_arch_telemetry_of_the_kept_rows() -> None:
         acc.update(ids_BTK, mask_B)
         kept.append(ids_BTK[mask_B])
     ids_NTK = torch.cat(kept)
-    reference = routing_telemetry(Routing(ids_NTK, torch.ones(ids_NTK.shape), torch.ones(len(ids_NTK), T, E)), E)
+    reference = routing_stats(ids_NTK, E)
     summary = acc.compute()
     assert summary.num_instances == len(ids_NTK)
     assert torch.equal(summary.selection_TE, reference.selection_TE)

@@ -8,6 +8,12 @@ import torchrec.fx
 from torch import nn
 
 from smes_rec.modules.outputs import ArchOutput
+from smes_rec.modules.routing import RoutingStats, routing_stats
+
+
+def arch_stats(out: ArchOutput) -> RoutingStats:
+    """The routing statistics of an arch's output, over the pool its probabilities cover."""
+    return routing_stats(out.routing.ids_BTK, out.routing.probs_BTE.size(-1))
 
 
 def assert_contract(out: ArchOutput, num_tasks: int, batch: int, width: int, num_experts: int) -> None:
@@ -19,8 +25,9 @@ def assert_contract(out: ArchOutput, num_tasks: int, batch: int, width: int, num
     assert r.ids_BTK.dim() == 3 and r.ids_BTK.shape[:2] == (batch, num_tasks) and r.ids_BTK.dtype == torch.int64
     assert int(r.ids_BTK.min()) >= 0 and int(r.ids_BTK.max()) < num_experts
     assert r.gates_BTK.shape == r.ids_BTK.shape and r.probs_BTE.shape == (batch, num_tasks, num_experts)
-    assert r.num_unique_B.shape == (batch,) and r.selection_TE.shape == (num_tasks, num_experts)
-    assert r.expert_load_E.shape == (num_experts,)
+    s = arch_stats(out)
+    assert s.num_unique_B.shape == (batch,) and s.selection_TE.shape == (num_tasks, num_experts)
+    assert s.expert_load_E.shape == (num_experts,)
 
 
 def assert_grads(arch: nn.Module, out: ArchOutput, frozen: set[str] = frozenset()) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from smes_rec import MMoEArch, RankMixerArch, RankMixerShape, SMESArch, SparseMoE, arch_cost
 from smes_rec.models.factory import ModelConfig, build_arch
+from tests.modules.contract import arch_stats
 
 D, T = 16, 3
 
@@ -33,7 +34,7 @@ def test_smes_counts_only_the_experts_it_runs() -> None:
     cost = arch_cost(arch, D, batch_size=64, seed=3)
     h = torch.randn(64, D, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        mean_u = arch.eval()(h).routing.num_unique_B.float().mean().item()
+        mean_u = arch_stats(arch.eval()(h)).num_unique_B.float().mean().item()
     assert 2 <= mean_u < 8
     torch.testing.assert_close(cost.flops_per_instance, 2 * D * T * 8 + mean_u * _mlp_flops([D, 8, 8]))
     per_expert = sum(p.numel() for p in arch.experts.parameters()) / 8
@@ -48,7 +49,7 @@ def test_sparse_rankmixer_reports_active_flops_below_its_dense_training_cost() -
     assert arch.training  # the mode is restored
     h = torch.randn(32, D, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        active = arch.eval()(h).routing.num_unique_B.float().mean().item()
+        active = arch_stats(arch.eval()(h)).num_unique_B.float().mean().item()
     token_proj = 2 * 4 * 4 * 8  # N chunks of d = 4 -> D = 8
     router = 2 * 4 * 8 * 4  # h_infer only at inference
     expert = _mlp_flops([8, 16, 8])

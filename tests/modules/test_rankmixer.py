@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from smes_rec import RankMixerArch, RankMixerShape, SparseMoE
 from smes_rec.modules.rankmixer import sparse_token_experts, token_mix
-from tests.modules.contract import assert_contract, assert_grads, assert_serving_route
+from tests.modules.contract import arch_stats, assert_contract, assert_grads, assert_serving_route
 
 B, F_IN, T = 10, 21, 3
 SHAPE = RankMixerShape(num_tokens=4, model_dim=8, ffn_ratio=2, num_layers=2)
@@ -68,7 +68,7 @@ def test_dense_rankmixer_matches_reference_and_broadcasts_one_vector() -> None:
     pooled = _dense_reference(arch, h)
     for t in range(T):
         torch.testing.assert_close(out.task_reprs[t], pooled)
-    assert out.aux_loss.item() == 0.0 and (out.routing.num_unique_B == 1).all()
+    assert out.aux_loss.item() == 0.0 and (arch_stats(out).num_unique_B == 1).all()
     assert not torch.equal(arch.ffns[0].w1[0], arch.ffns[0].w1[1])  # per-token FFNs, not shared
     assert_grads(arch, out)
     assert_serving_route(arch, h)
@@ -135,8 +135,8 @@ def test_sparse_inference_runs_only_experts_with_nonzero_gates() -> None:
     num_experts = SHAPE.num_layers * SHAPE.num_tokens * MOE.num_experts
     assert 0 < expected_rows < B * num_experts  # some gates are zero, some are not
     assert_contract(out, T, B, SHAPE.model_dim, num_experts)
-    torch.testing.assert_close(out.routing.num_unique_B.sum(), torch.tensor(expected_rows))
-    assert (out.routing.selection_TE[:, 1 * MOE.num_experts + 2] == 0).all()
+    torch.testing.assert_close(arch_stats(out).num_unique_B.sum(), torch.tensor(expected_rows))
+    assert (arch_stats(out).selection_TE[:, 1 * MOE.num_experts + 2] == 0).all()
 
 
 def test_sparse_token_experts_on_no_active_gate_returns_zeros() -> None:
@@ -162,7 +162,7 @@ def test_dtsi_training_mixes_both_routers_and_adapts_lambda() -> None:
     torch.testing.assert_close(out.task_reprs[0], x.mean(1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.aux_loss, lam * l_reg)
     # Lambda moved by the rate, in the direction that brings the inference sparsity to the target.
-    zeros = 1 - out.routing.num_unique_B.float().mean() / (SHAPE.num_layers * SHAPE.num_tokens * MOE.num_experts)
+    zeros = 1 - arch_stats(out).num_unique_B.float().mean() / (SHAPE.num_layers * SHAPE.num_tokens * MOE.num_experts)
     factor = MOE.lambda_rate if zeros < MOE.target_sparsity else 1 / MOE.lambda_rate
     torch.testing.assert_close(arch.reg_lambda, torch.tensor(lam * factor))
     # Dense training: every expert and both routers get gradients (h_infer through alpha and the L1 loss).

@@ -15,7 +15,7 @@ from smes_rec.modules.routing import (
     expert_membership,
     multi_gate_load_balance_loss,
     progressive_route,
-    routing_telemetry,
+    routing_stats,
 )
 from tests.modules.reference import load_balance_loss, route_one_instance
 
@@ -176,8 +176,8 @@ def test_telemetry_matches_brute_force() -> None:
     B, T, E = 40, 3, 10
     g = torch.Generator().manual_seed(11)
     routing = progressive_route(torch.randn(B, T, E, generator=g), torch.ones(T), 2, 1)
-    tel = routing_telemetry(routing, E)
-    assert isinstance(routing, Routing) and tel[:3] == tuple(routing)
+    tel = routing_stats(routing.ids_BTK, E)
+    assert isinstance(routing, Routing)
     pairs = [(b, e) for b in range(B) for e in set(routing.ids_BTK[b].flatten().tolist())]
     counts = torch.zeros(E)
     for _, e in pairs:
@@ -191,3 +191,4 @@ def test_telemetry_matches_brute_force() -> None:
                 selection[t, e] += 1
     assert torch.equal(tel.selection_TE, selection)
     assert tel.num_unique_B.sum().item() == len(pairs)
+    assert torch.equal(tel.pairs_E, counts.long())

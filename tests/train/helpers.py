@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -63,13 +65,20 @@ class InMemorySource:
     has_groups = True
 
     def __init__(self, rank: int, world_size: int, rows_per_rank: int, batch_size: int, seed: int = 0,
-                 nan_from_batch: int | None = None):
+                 nan_from_batch: int | None = None, short_by: int = 0):
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.nan_from_batch = nan_from_batch  # poison dense features from this training batch on (divergence)
+        self.short_by = short_by  # this rank has (and announces) this many batches fewer per split and epoch
         self.rows_per_rank = rows_per_rank
         self.splits = {"train": make_rows(rows_per_rank * world_size, seed), "valid": make_rows(128, 99)}
 
+    def num_batches(self, split: str) -> int:
+        return self.splits[split]["dense"].size(0) // self.world_size // self.batch_size - self.short_by
+
     def batches(self, split: str, epoch: int, skip: int):
+        return itertools.islice(self._batches(split, epoch, skip), max(0, self.num_batches(split) - skip))
+
+    def _batches(self, split: str, epoch: int, skip: int):
         rows = self.splits[split]
         n = rows["dense"].size(0) // self.world_size
         order = torch.randperm(n * self.world_size, generator=torch.Generator().manual_seed(epoch))

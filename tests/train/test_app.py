@@ -81,9 +81,11 @@ def test_train_resume_and_mismatched_resume(tmp_path: Path) -> None:
 def _kuairand_worker(rank: int, world_size: int, workdir: Path) -> None:
     from smes_rec.data.config import DataConfig, SplitConfig
     from smes_rec.models.factory import ModelConfig
+    from smes_rec.train.build import Placement, build_for_training
+    from smes_rec.train.config import OptimConfig, ScheduleConfig
     from smes_rec.train.data import LoaderSource
     from smes_rec.train.distributed import DistContext
-    from smes_rec.train.loop import OptimConfig, ScheduleConfig, Trainer
+    from smes_rec.train.loop import Trainer
 
     data_cfg = DataConfig(
         schema=str(REPO_ROOT / "configs" / "data" / "kuairand_subset.yaml"), batch_size=256, num_workers=0,
@@ -92,9 +94,10 @@ def _kuairand_worker(rank: int, world_size: int, workdir: Path) -> None:
     torch.manual_seed(0)
     source = LoaderSource(data_cfg, rank, world_size)
     model = ModelConfig(arch="smes", bottom_layers=(64,), expert_layers=(32, 16), tower_layers=(16,), num_experts=8)
-    trainer = Trainer(source, model, OptimConfig(), ScheduleConfig(max_steps=300, log_every=50, eval_batches=8),
-                      "auto", 256, workdir / "run", DistContext(rank, world_size, 0, torch.device("cpu")),
-                      progress=False)
+    ctx = DistContext(rank, world_size, 0, torch.device("cpu"))
+    built = build_for_training(model, source, OptimConfig(), Placement("auto", ctx.device, 256))
+    trainer = Trainer(source, built, schedule=ScheduleConfig(max_steps=300, log_every=50, eval_batches=8), ctx=ctx,
+                      output_dir=workdir / "run", progress=False)
     metrics = trainer.fit()
     torch.save({"losses": trainer.step_losses, "auc": {k: v.auc for k, v in metrics.items()}}, workdir / "out.pt")
 

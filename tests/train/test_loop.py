@@ -1,4 +1,5 @@
-"""The training loop on 2 gloo ranks: pipeline == plain loop, resume == uninterrupted, NaN guard, bad resume."""
+"""The training loop on 2 gloo ranks: pipeline == plain loop, resume == uninterrupted, NaN guard at and between
+log steps, unequal batch counts, and checkpoints loading at another world size."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from smes_rec.train.build import Placement, build_for_training
+from smes_rec.train.config import OptimConfig, ScheduleConfig
 from smes_rec.train.distributed import DistContext
-from smes_rec.train.loop import NonFiniteLossError, OptimConfig, ScheduleConfig, Trainer
+from smes_rec.train.loop import NonFiniteLossError, Trainer
 from tests.dist import run_workers
 from tests.train.helpers import MODEL, InMemorySource
 
@@ -21,8 +24,9 @@ def _trainer(rank: int, world_size: int, out: Path, schedule: ScheduleConfig, **
     torch.manual_seed(0)
     source = InMemorySource(rank, world_size, rows_per_rank=BATCH * 5, batch_size=BATCH, **source_kwargs)
     ctx = DistContext(rank, world_size, 0, torch.device("cpu"))
-    return Trainer(source, MODEL, OptimConfig(embedding_lr=0.1, dense_lr=0.01), schedule, "table_wise", BATCH, out,
-                   ctx, progress=False)
+    built = build_for_training(MODEL, source, OptimConfig(embedding_lr=0.1, dense_lr=0.01),
+                               Placement("table_wise", ctx.device, BATCH))
+    return Trainer(source, built, schedule=schedule, ctx=ctx, output_dir=out, progress=False)
 
 
 def _pipeline_vs_plain_worker(rank: int, world_size: int, workdir: Path) -> None:
@@ -133,6 +137,51 @@ def test_nan_loss_stops_every_rank_naming_step_and_task_and_keeps_the_checkpoint
     model = make_wrapper("cpu")
     assert load_model_weights(ckpts / "step_000000002", model)["step"] == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _late_nan_worker(rank: int, world_size: int, workdir: Path) -> None:
+    # Losses are compared every 8 steps, and before every checkpoint: the NaN of step 5 is found at step 6,
+    # before its checkpoint is written.
+    schedule = ScheduleConfig(max_steps=10, log_every=8, checkpoint_every=3)
+    trainer = _trainer(rank, world_size, workdir, schedule, nan_from_batch=4)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    (workdir / f"error{rank}.txt").write_text(f"{trainer.step} {info.value}")
+
+
+@pytest.mark.dist
+def test_nan_between_log_steps_is_named_and_never_checkpointed(tmp_path: Path) -> None:
+    run_workers(_late_nan_worker, 2, tmp_path)
+    for rank in range(2):
+        steps, message = (tmp_path / f"error{rank}.txt").read_text().split(" ", 1)
+        assert steps == "6", steps  # detected at the check before the step-6 checkpoint
+        assert "non-finite loss at step 5" in message and "task0=nan" in message, message
+        assert "step_000000003" in message
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000000003"]
+
+
+def _unequal_worker(rank: int, world_size: int, workdir: Path) -> None:
+    # Rank 1 has one train and one valid batch fewer per epoch: both ranks run rank 1's count, epoch by epoch.
+    schedule = ScheduleConfig(epochs=2, log_every=3, eval_every=2)
+    trainer = _trainer(rank, world_size, workdir, schedule, short_by=rank)
+    metrics = trainer.fit()
+    (workdir / f"unequal{rank}.txt").write_text(f"{trainer.step} {trainer.epoch} {metrics['task0'].num_examples}")
+
+
+@pytest.mark.dist
+def test_ranks_with_unequal_batch_counts_stop_together(tmp_path: Path) -> None:
+    run_workers(_unequal_worker, 2, tmp_path)
+    for rank in range(2):
+        steps, epoch, examples = (tmp_path / f"unequal{rank}.txt").read_text().split()
+        assert (steps, epoch) == ("8", "2")  # 2 epochs of min(5, 4) batches
+        assert examples == str(2 * (128 // 2 // BATCH - 1) * BATCH)  # 3 valid batches on each of the 2 ranks
+
+
+def test_a_source_yielding_fewer_batches_than_announced_is_an_error() -> None:
+    from smes_rec.train.pipeline import bounded
+
+    with pytest.raises(RuntimeError, match="announced 3 batches but yielded only 2"):
+        list(bounded(iter([1, 2]), 3))  # type: ignore[list-item]
 
 
 def _predictions(trainer: Trainer, batch_index: int) -> torch.Tensor:
