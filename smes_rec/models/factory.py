@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 
@@ -309,5 +309,5 @@ def build_ranker(
         bottom = MLP(in_features, cfg.bottom_layers)
     categories = default_task_categories(task_names) if task_names is not None else None
     arch = build_arch(cfg, bottom.out_features, num_tasks, categories, column_order)
-    towers = TaskTowers(num_tasks, cast(int, arch.out_features), cfg.tower_layers)  # every arch sets it
+    towers = TaskTowers(num_tasks, arch.out_features, cfg.tower_layers)
     return Ranker(sparse, MultiTaskModel(bottom, arch, towers))
