@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from smes_rec.metrics.auc import auc, gauc_from_partial_sums, gauc_partial_sums, per_group_auc
 from smes_rec.metrics.distributed import all_reduce_sum, distributed_auc, distributed_gauc_partial_sums
+from smes_rec.metrics.inputs import is_integer_tensor
 from smes_rec.metrics.pointwise import BinarySums, binary_metrics_from_sums, binary_sums
 
 
@@ -126,7 +127,7 @@ class MultiTaskEvaluator:
                 raise ValueError(f"{name} must have shape {tuple(preds_TB.shape)}, got {tuple(tensor.shape)}")
         if group_ids_B.shape != preds_TB.shape[1:]:
             raise ValueError(f"group_ids_B must have shape [{preds_TB.shape[1]}], got {tuple(group_ids_B.shape)}")
-        if group_ids_B.is_floating_point() or group_ids_B.is_complex() or group_ids_B.dtype == torch.bool:
+        if not is_integer_tensor(group_ids_B):
             raise ValueError(f"group_ids_B must be an integer tensor, got {group_ids_B.dtype}")
         if not preds_TB.is_floating_point():
             raise ValueError(f"preds must be a floating-point tensor, got {preds_TB.dtype}")
