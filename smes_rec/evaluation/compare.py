@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from smes_rec.evaluation.report import _clean, _plt, metrics_from_json, read_metrics_json
+from smes_rec.evaluation.report import json_safe, metrics_from_json, pyplot, read_metrics_json
 from smes_rec.metrics import TaskMetrics
 
 __all__ = [
@@ -90,7 +90,7 @@ class Comparison(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form for JSON (NaN as None)."""
-        return _clean(self._asdict())
+        return json_safe(self._asdict())
 
 
 def _default_name(metrics_path: Path) -> str:
@@ -239,7 +239,7 @@ def comparison_markdown(comparison: Comparison, runs: Sequence[RunMetrics] = ())
 
 def comparison_chart(path: str | Path, comparison: Comparison) -> None:
     """Grouped bars of the metric per task and run (left) and the deltas against the baseline (right)."""
-    plt = _plt()
+    plt = pyplot()
     c = comparison
     labels = [*c.tasks, "mean"]
     x = np.arange(len(labels))

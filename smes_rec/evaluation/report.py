@@ -55,14 +55,14 @@ FIGURES = {
 }
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, tuples become lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -99,7 +99,7 @@ def build_summary(
 
 def write_metrics_json(path: str | Path, summary: Mapping[str, Any]) -> None:
     """Writes the summary as strict JSON (NaN as null), atomically."""
-    write_json(path, _clean(summary), allow_nan=False)
+    write_json(path, json_safe(summary), allow_nan=False)
 
 
 def read_metrics_json(path: str | Path) -> dict[str, Any]:
@@ -130,7 +130,8 @@ def write_predictions(path: str | Path, columns: Mapping[str, np.ndarray]) -> No
 
 
 # -------------------------------------------------------------------------------------------------------- charts
-def _plt() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only), imported when a chart is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +148,7 @@ def _fmt(value: Any, column: str) -> str:
 
 
 def _gauc_chart(path: Path, tasks: Mapping[str, Mapping[str, Any]], title: str) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(tasks)
     gauc = [_nan(tasks[t]["gauc"]) for t in names]
     auc = [_nan(tasks[t]["auc"]) for t in names]
@@ -170,7 +171,7 @@ def _gauc_chart(path: Path, tasks: Mapping[str, Mapping[str, Any]], title: str) 
 
 
 def _selection_heatmap(path: Path, selection_TE: np.ndarray, task_names: Sequence[str], num_instances: int) -> None:
-    plt = _plt()
+    plt = pyplot()
     T, E = selection_TE.shape
     share_TE = selection_TE / max(num_instances, 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * E + 2.5), max(2.5, 0.45 * T + 1.5)))
@@ -186,7 +187,7 @@ def _selection_heatmap(path: Path, selection_TE: np.ndarray, task_names: Sequenc
 
 
 def _unique_hist(path: Path, hist_U: np.ndarray, bound: ActivationBound, mean_unique: float) -> None:
-    plt = _plt()
+    plt = pyplot()
     values = np.arange(len(hist_U))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(values, hist_U / max(hist_U.sum(), 1), width=0.8, color="tab:green")
@@ -204,7 +205,7 @@ def _unique_hist(path: Path, hist_U: np.ndarray, bound: ActivationBound, mean_un
 
 
 def _load_chart(path: Path, share_E: np.ndarray, cv: float, max_over_mean: float) -> None:
-    plt = _plt()
+    plt = pyplot()
     E = len(share_E)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.4 * E + 2), 3.5))
     ax.bar(range(E), share_E, color="tab:purple")

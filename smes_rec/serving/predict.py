@@ -71,7 +71,7 @@ class PredictOutcome(NamedTuple):
     total_rows: int
 
 
-class _Work(NamedTuple):
+class WorkItem(NamedTuple):
     """One unit to score: the file, the unit, and its local rows to keep (None: all)."""
 
     file: InputFile
@@ -104,10 +104,10 @@ def rank_share(row_counts: Sequence[int], rank: int, world_size: int) -> range:
     return range(int(mine[0]), int(mine[-1]) + 1) if len(mine) else range(0)
 
 
-def _work(cfg: PredictConfig, scorer: Scorer, file_cache: FileCache | None = None) -> list[_Work]:
+def work_items(cfg: PredictConfig, scorer: Scorer, file_cache: FileCache | None = None) -> list[WorkItem]:
     if cfg.split is None:  # PredictConfig holds exactly one of data and split
         files = expand_inputs(cfg.data, scorer.transform.schema, cfg.unit_rows, file_cache)
-        return [_Work(f, u, None) for f in files for u in range(len(f.units))]
+        return [WorkItem(f, u, None) for f in files for u in range(len(f.units))]
     # The run's own split: its files and split assignment; the transform stays the frozen one.
     source = DataSource.open(scorer.data, file_cache=file_cache)
     by_file = [InputFile(info, tuple(u for u in source.units if u.file == i)) for i, info in enumerate(source.files)]
@@ -116,7 +116,7 @@ def _work(cfg: PredictConfig, scorer: Scorer, file_cache: FileCache | None = Non
         f = by_file[unit.file]
         rows = source.split_rows(u, cfg.split)
         if len(rows):
-            work.append(_Work(f, f.units.index(unit), rows))
+            work.append(WorkItem(f, f.units.index(unit), rows))
     return work
 
 
@@ -139,7 +139,7 @@ def _score(chunk: RowChunk, scorer: Scorer, batch_size: int) -> np.ndarray:
     return out
 
 
-def _chunks(work: Sequence[_Work], reader: RowReader) -> Iterator[RowChunk]:
+def _chunks(work: Sequence[WorkItem], reader: RowReader) -> Iterator[RowChunk]:
     for w in work:
         yield reader.read(w.file, w.unit, w.select)
 
@@ -217,7 +217,7 @@ def predict(cfg: PredictConfig) -> PredictOutcome:
     try:
         scorer = load_scorer(cfg.model)
         file_cache = FileCache()  # what scanning the inputs built, reused by the reader
-        work = _work(cfg, scorer, file_cache)
+        work = work_items(cfg, scorer, file_cache)
         mine = [work[i] for i in rank_share([w.num_rows for w in work], rank, world_size)]
         target = out
         if world_size > 1:

@@ -18,7 +18,7 @@ from tests.data.helpers import write_schema
 _M = (1 << 64) - 1
 
 
-def _bucket(value: int | str, n: int) -> int:
+def documented_bucket(value: int | str, n: int) -> int:
     """The documented hash, written out: fmix64 of the integer (or of FNV-1a of the text), top 32 bits scaled."""
     if isinstance(value, int):
         x = value & _M
@@ -79,8 +79,8 @@ def test_batch_matches_hand_built_expectations(tmp_path: Path) -> None:
     # Missing cells give empty bags; " 3 " is stripped; boundaries [1, 10, 100] count the boundaries <= value.
     expected_lengths = [1, 1, 1, 1, 1, 2, 0, 1, 3, 0, 1, 0, 1, 1, 1]  # item, tags, price_bucket
     expected_values = [
-        *[_bucket(7, 1000), _bucket(8, 1000), _bucket(7, 1000), _bucket("x9", 1000), _bucket(8, 1000)],
-        *[_bucket(3, 50), _bucket(5, 50), _bucket(5, 50), _bucket(3, 50), _bucket(3, 50), _bucket(9, 50)],
+        *[documented_bucket(v, 1000) for v in (7, 8, 7, "x9", 8)],
+        *[documented_bucket(v, 50) for v in (3, 5, 5, 3, 3, 9)],
         *[2, 0, 3, 3],
     ]
     assert kjt.lengths().tolist() == expected_lengths
@@ -113,7 +113,7 @@ def test_padding_rows_are_empty_with_zero_weight(tmp_path: Path) -> None:
     assert last.dense_features[1].tolist() == [0, 0, 0]
     kjt = last.sparse_features
     assert kjt.lengths().tolist() == [1, 0, 0, 0, 1, 0]
-    assert kjt.values().tolist() == [_bucket(8, 1000), 3]
+    assert kjt.values().tolist() == [documented_bucket(8, 1000), 3]
     # The first two batches hold rows 0-3 in order.
     assert [g for b in batches[:2] for g in b.group_ids.tolist()] == [10, 20, 10, 30]
     assert batches[1].sparse_features["tags"].lengths().tolist() == [1, 3]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.data.helpers import write_schema
-from tests.data.test_features import _bucket
+from tests.data.test_features import documented_bucket
 from tests.data.test_prepare import prepare
 
 
@@ -38,7 +38,7 @@ def test_hash_collisions_are_counted_exactly(tmp_path: Path) -> None:
                           "sparse": sparse})
     rows, text = _validate(schema)
     assert rows == 86
-    used = len({_bucket(v, 64) for v in values})  # the documented hash, written out
+    used = len({documented_bucket(v, 64) for v in values})  # the documented hash, written out
     assert used < 43
     assert (f"warning: hashing merges {43 - used} distinct values of sparse feature 'tab' (column 'tab'): 43 "
             f"distinct values land in {used} of 64 buckets") in text

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from smes_rec.serving.checkpoint import LoadedCheckpoint
-from smes_rec.serving.predict import _work
+from smes_rec.serving.predict import work_items
 from smes_rec.serving.rows import RowReader, request_tensors
 from smes_rec.serving.scorer import Scorer
 from tests.evaluation.helpers import tiny_config, train_in_process
@@ -35,7 +35,7 @@ def split_requests(scorer: Scorer, batch_size: int = 128) -> list[tuple[torch.Te
 
     reader = RowReader(scorer.transform)
     requests = []
-    for w in _work(PredictConfig(model="-", out="-", split="test"), scorer):
+    for w in work_items(PredictConfig(model="-", out="-", split="test"), scorer):
         chunk = reader.read(w.file, w.unit, w.select)
         n = len(chunk.rows)
         requests += [request_tensors(chunk.columns, s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
