@@ -23,6 +23,7 @@ from smes_rec.modules import (
     SparseMoE,
     TaskTowers,
     arch_cost,
+    routing_stats,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "SparseMoE",
     "TaskTowers",
     "arch_cost",
+    "routing_stats",
 ]
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ from smes_rec.modules.home import HoMEArch, HoMEExperts
 from smes_rec.modules.mome import MoMEArch, MoMEMasks
 from smes_rec.modules.outputs import ArchOutput
 from smes_rec.modules.rankmixer import RankMixerArch, RankMixerShape, SparseMoE
-from smes_rec.modules.routing import Routing, RoutingStats
+from smes_rec.modules.routing import Routing, RoutingStats, routing_stats
 from smes_rec.modules.smes import SMESArch
 from smes_rec.modules.towers import MLP, TaskTowers
 
@@ -30,4 +30,5 @@ __all__ = [
     "SparseMoE",
     "TaskTowers",
     "arch_cost",
+    "routing_stats",
 ]
