@@ -19,6 +19,7 @@ quiet_third_party()  # before torchrec is imported
 
 from smes_rec.data.schema import DataError
 from smes_rec.serving.export import EMBEDDING_DTYPES, export_checkpoint
+from smes_rec.utils.cli import report_error
 from smes_rec.utils.config import ConfigError
 
 
@@ -33,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = export_checkpoint(args.checkpoint, args.out, args.embeddings)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"export.py: error: {e}", file=sys.stderr)
-        return 2
+        return report_error("export.py", e)
     size = sum(f["bytes"] for f in manifest["files"].values())
     check = manifest["export_check"]
     print(f"{manifest['model']['arch']} step {manifest['source']['step']} -> {args.out} ({args.embeddings} "

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
-
 from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
 from smes_rec.evaluation.report import read_metrics_json
 from smes_rec.models.factory import build_ranker
@@ -25,6 +23,7 @@ from smes_rec.modules.cost import arch_cost
 from smes_rec.train.app import run
 from smes_rec.train.checkpoint import CheckpointManager
 from smes_rec.train.config import TrainConfig
+from smes_rec.utils.cli import closing_process_group
 
 __all__ = ["arch_overrides", "dense_cost", "load_finished", "mean_std", "pm", "throughput", "train_and_evaluate"]
 
@@ -98,12 +97,8 @@ def train_and_evaluate(cfg: TrainConfig, splits: Sequence[str], predictions: Seq
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log):
-        try:
-            run(cfg, progress=False)
-        finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
+    with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), closing_process_group():
+        run(cfg, progress=False)
     train_seconds = time.perf_counter() - start
     checkpoint = CheckpointManager(run_dir / "checkpoints").latest()
     metrics = {}

@@ -181,9 +181,16 @@ class Sizer:
         self.tables, self.features = data.tables, data.feature_names
         self.num_dense, self.tasks = data.num_dense, data.task_names
         self.base = base
+        self._costs: dict[tuple[str, ...], dict[str, float]] = {}  # deterministic (seeded), so computed once each
 
     def cost(self, overrides: Sequence[str]) -> dict[str, float]:
         """``dense_params`` (bottom + arch + towers), ``active_params`` and ``flops`` (per instance, inference)."""
+        key = tuple(overrides)
+        if key not in self._costs:
+            self._costs[key] = self._measure(key)
+        return self._costs[key]
+
+    def _measure(self, overrides: Sequence[str]) -> dict[str, float]:
         cfg = apply_overrides(self.base, list(overrides)).model
         # A fixed initialisation: sparse archs' FLOPs follow their routing, and the sizes they choose (hence the
         # run keys) must be the same in every invocation.

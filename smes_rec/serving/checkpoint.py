@@ -59,6 +59,6 @@ def load_checkpoint(checkpoint: str | Path) -> LoadedCheckpoint:
     check_fingerprint(meta.get("data_fingerprint"),
                       data_fingerprint(data.task_names, data.feature_names, data.tables, data.num_dense), path)
     wrapper = build_train_wrapper(cfg.model, data, "cpu")
-    load_model_weights(path, wrapper)
+    load_model_weights(path, wrapper, verify=False)  # resolve_checkpoint verified it
     return LoadedCheckpoint(path, meta, cfg, wrapper.model.eval(), data,
                             FrozenTransform(data.source.schema, data.fitted))
