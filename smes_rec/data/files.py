@@ -201,8 +201,12 @@ class FileCache:
     def parquet_file(self, path: str, dictionary_columns: Sequence[str] = ()) -> pq.ParquetFile:
         """An open ``ParquetFile`` (text ``dictionary_columns`` read dictionary-encoded), one per process."""
         cols = tuple(dictionary_columns)
+        if not cols:
+            return self.get(("parquet", os.getpid(), path, cols), lambda: pq.ParquetFile(path))
+        # The footer is parsed once per file: a dictionary-reading handle reuses the plain handle's metadata.
         return self.get(("parquet", os.getpid(), path, cols),
-                        lambda: pq.ParquetFile(path, read_dictionary=list(cols) or None))
+                        lambda: pq.ParquetFile(path, metadata=self.parquet_file(path).metadata,
+                                               read_dictionary=list(cols)))
 
     def gzip_checkpoints(self, path: str) -> list[Checkpoint]:
         """The saved zlib states of a gzip file (rebuilt by one decompression pass when absent)."""

@@ -149,7 +149,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
     load_model_weights(checkpoint, wrapper, verify=False)  # resolve_checkpoint verified it
-    total = len(data.loader(cfg.split))
+    total = data.num_batches(cfg.split)
     batches = itertools.islice(data.batches(cfg.split, 0, 0), cfg.max_batches)
     return evaluate_stream(
         unsharded_outputs(wrapper, batches), data.task_names, split=cfg.split, keep_predictions=cfg.predictions,

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smes_rec.data.features import FeatureProcessor
 from smes_rec.data.files import resolve_join
 from smes_rec.data.fitted import FittedTransform
-from smes_rec.data.joins import ColumnPlan
 from smes_rec.data.schema import DatasetSchema, with_data_root
 from smes_rec.utils.config import from_mapping, to_mapping
 
@@ -40,10 +38,6 @@ class FrozenTransform:
 
     schema: DatasetSchema
     fitted: FittedTransform
-
-    def processor(self, plan: ColumnPlan) -> FeatureProcessor:
-        """The data pipeline's feature processor with the fitted values (nothing is fitted)."""
-        return FeatureProcessor(self.schema, plan, self.fitted)
 
 
 def save_transform(transform: FrozenTransform, folder: str | Path) -> list[Path]:

@@ -80,7 +80,7 @@ class _Origin:
                 return f"--set {item}"
         inside = [f"--set {item}" for key, item in self.overrides.items() if not path or key.startswith(path + ".")]
         if inside:  # a check over a whole section that an override changed
-            return ", ".join([self.file or "config", *inside]) if self.file else ", ".join(inside)
+            return ", ".join([self.file, *inside]) if self.file else ", ".join(inside)
         return self.file
 
 
