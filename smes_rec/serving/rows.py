@@ -131,11 +131,12 @@ class RowReader:
                 raise DataError(f"{info.path}: --keep column {c!r} is not in the file (columns: "
                                 f"{list(info.column_names)})")
         plan, processor = self._processor(info)
-        wanted = [c for c in plan.log_columns if c in info.column_names]
+        # Label-only columns are never read (scoring ignores labels): a null column stands in for them.
+        wanted = [c for c in plan.log_columns if c in info.column_names and c not in self._label_only]
         read = list(dict.fromkeys([*wanted, *self.keep]))
         table = read_unit(info, unit, read, dict(plan.kinds), self.schema.null_values, self.file_cache)
         for c in plan.log_columns:
-            if c not in info.column_names:  # a label column the file does not have: never used
+            if c not in table.column_names:  # a label-only column: never used
                 table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
         rows = np.arange(unit.row_start, unit.row_start + unit.num_rows)
         if select is not None:

@@ -49,21 +49,29 @@ def _log_rows(package: Path, n: int) -> pa.Table:
     return pq.read_table(first).slice(0, n)
 
 
-def test_csv_without_labels_scores_like_the_parquet_with_them(package: Path, tmp_path: Path) -> None:
+def test_csv_without_labels_or_with_bad_labels_scores_like_the_parquet_with_them(package: Path, tmp_path: Path) -> None:
     table = _log_rows(package, 300)
     tasks = read_manifest(package)["tasks"]
     pq.write_table(table, tmp_path / "with_labels.parquet")
     unlabeled = table.drop_columns([c for c in tasks if c in table.column_names])
     assert len(unlabeled.column_names) < len(table.column_names)
     pacsv.write_csv(unlabeled, tmp_path / "no_labels.csv")
-    for name in ("with_labels.parquet", "no_labels.csv"):
+    # Labels are not read when scoring: even unparseable label cells change nothing.
+    garbage = table
+    for t in tasks:
+        if t in garbage.column_names:
+            garbage = garbage.set_column(garbage.column_names.index(t), t, pa.array(["oops"] * garbage.num_rows))
+    pacsv.write_csv(garbage, tmp_path / "garbage_labels.csv")
+    for name in ("with_labels.parquet", "no_labels.csv", "garbage_labels.csv"):
         predict(PredictConfig(model=str(package), out=str(tmp_path / f"{name}.out.parquet"),
                               data=(str(tmp_path / name),), keep=("user_id",), batch_size=64, progress=False))
     a, b = (pq.read_table(tmp_path / f"{n}.out.parquet") for n in ("with_labels.parquet", "no_labels.csv"))
     assert a.column_names == ["file", "row", "user_id", *(f"p_{t}" for t in tasks)]
     assert a.column("row").to_pylist() == list(range(300)) == b.column("row").to_pylist()
+    c = pq.read_table(tmp_path / "garbage_labels.csv.out.parquet")
     for t in tasks:
         assert np.abs(a.column(f"p_{t}").to_numpy() - b.column(f"p_{t}").to_numpy()).max() <= 1e-6
+        assert np.abs(a.column(f"p_{t}").to_numpy() - c.column(f"p_{t}").to_numpy()).max() <= 1e-6
 
 
 def test_bad_cell_names_file_row_and_column(package: Path, tmp_path: Path) -> None:
