@@ -28,9 +28,11 @@ from smes_rec.evaluation.app import EvalConfig, evaluate_checkpoint
 from smes_rec.evaluation.report import metrics_table
 from smes_rec.utils.cli import closing_process_group, report_error
 from smes_rec.utils.config import ConfigError
+from smes_rec.utils.memory import keep_freed_memory
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # every step and batch reallocates the same large buffers: reuse their pages
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint folder (step_XXXXXXXXX), or a checkpoints/ or output_dir folder (latest)")

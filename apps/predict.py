@@ -25,9 +25,11 @@ from smes_rec.data.schema import DataError
 from smes_rec.serving.predict import PredictConfig, predict
 from smes_rec.utils.cli import closing_process_group, report_error
 from smes_rec.utils.config import ConfigError
+from smes_rec.utils.memory import keep_freed_memory
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # every step and batch reallocates the same large buffers: reuse their pages
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a serving package, or a checkpoint / checkpoints / run folder")
     source = parser.add_mutually_exclusive_group(required=True)

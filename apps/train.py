@@ -24,11 +24,13 @@ from smes_rec.train.config import TrainConfig
 from smes_rec.train.loop import NonFiniteLossError
 from smes_rec.utils.cli import EXIT_ERROR, closing_process_group, report_error
 from smes_rec.utils.config import ConfigError, load_yaml
+from smes_rec.utils.memory import keep_freed_memory
 
 EXIT_NON_FINITE_LOSS = 3
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # every step and batch reallocates the same large buffers: reuse their pages
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",

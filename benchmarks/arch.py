@@ -33,6 +33,7 @@ from smes_rec.models.factory import ModelConfig, build_arch
 from smes_rec.modules.dispatch import dispatch_rows, plan_dispatch
 from smes_rec.modules.experts import grouped_matmul
 from smes_rec.modules.routing import progressive_route, routing_stats
+from smes_rec.utils.memory import keep_freed_memory
 
 
 def reference_gflops(batch: int, in_features: int, out_features: int, device: torch.device, dtype: torch.dtype,
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, nargs=4, action="append", metavar=("E", "T", "K_S", "K_A"),
                         help="time this setting instead of the mode's grid (repeatable)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the apps do: steps reuse their buffers' pages
     device = torch.device("cuda" if args.gpu else "cpu")
     if args.sweep:
         B, D, layers, rounds = 2048, 256, [256, 128], 3

@@ -38,6 +38,7 @@ from smes_rec.train.config import OptimConfig
 from smes_rec.train.data import LoaderSource
 from smes_rec.train.distributed import DistContext
 from smes_rec.utils.logging import quiet_third_party
+from smes_rec.utils.memory import keep_freed_memory
 
 
 class _Cached:
@@ -61,6 +62,7 @@ def _job(rank: int, world_size: int, workdir: str, data_cfg: DataConfig, model: 
     os.environ["OMP_NUM_THREADS"] = "1" if world_size > 1 else os.environ.get("OMP_NUM_THREADS", "2")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     quiet_third_party()
+    keep_freed_memory()  # as apps/train.py does
     dist.init_process_group("gloo", init_method=f"file://{workdir}/rdzv", rank=rank, world_size=world_size)
     torch.manual_seed(0)
     data = _Cached(LoaderSource(data_cfg, rank, world_size), 8)

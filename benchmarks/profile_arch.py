@@ -25,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 from smes_rec import MMoEArch, SMESArch
 from smes_rec.modules.dispatch import combine, dispatch_rows, plan_dispatch
 from smes_rec.modules.routing import multi_gate_load_balance_loss, progressive_route, routing_stats
+from smes_rec.utils.memory import keep_freed_memory
 
 
 def _fwd_bwd(forward: Callable[[], torch.Tensor], module: torch.nn.Module, *leaves: torch.Tensor
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--torch-profiler", action="store_true", help="also print torch.profiler's top ops")
     args = parser.parse_args()
+    keep_freed_memory()  # as the apps do: steps reuse their buffers' pages
     B, D, T, E, layers = args.batch_size, args.in_features, args.tasks, args.experts, args.expert_layers
 
     torch.manual_seed(0)

@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spin-waiting stalls 2 cores
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from smes_rec.data.schema import TableSpec
 from smes_rec.models.factory import ModelConfig, build_ranker
 from smes_rec.modules.routing import routing_stats
 from smes_rec.serving.export import script_ranker
+from smes_rec.utils.memory import keep_freed_memory
 
 NUM_DENSE = 16
 # A request is one user: these features repeat on every candidate row; the others vary per candidate.
@@ -45,7 +47,10 @@ ITEM_FEATURES = ("item_id", "item_f1", "item_f2", "author_id")
 FEATURES = USER_FEATURES + ITEM_FEATURES
 
 _RSS_SCRIPT = """
-import resource, sys, torch, fbgemm_gpu
+import ctypes, resource, sys, torch, fbgemm_gpu
+if sys.argv[3] == "keep":  # the allocator setting of the timed process (smes_rec.utils.memory)
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 2**31 - 1), libc.mallopt(-1, 2**31 - 1)
 torch.set_num_threads(1)
 m = torch.jit.load(sys.argv[1])
 req = torch.load(sys.argv[2])
@@ -108,10 +113,11 @@ def export_all(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Path],
     return paths, mean_u
 
 
-def peak_rss_mb(model: Path, req: Path) -> float:
+def peak_rss_mb(model: Path, req: Path, keep_freed: bool) -> float:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
-    out = subprocess.run([sys.executable, "-I", "-c", _RSS_SCRIPT, str(model), str(req)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-I", "-c", _RSS_SCRIPT, str(model), str(req),
+                          "keep" if keep_freed else "default"], env=env, check=True,
                          capture_output=True, text=True, timeout=600).stdout
     return int(out.split()[-1]) / 1024
 
@@ -134,6 +140,22 @@ def time_requests(models: dict[str, torch.jit.ScriptModule], C: int, n: int, row
     return times
 
 
+def weight_read_ms(num_experts: int, in_features: int, layers: list[int], reads: int = 9) -> tuple[float, float]:
+    """MB of all experts' fp32 weights and the median ms of one pass reading them (a memory-bandwidth floor).
+
+    A request whose C * mean|U| dispatched rows spread over every expert must stream every expert's weights once,
+    whatever the FLOPs; this is the time of that stream alone, at the current thread count.
+    """
+    dims = [in_features, *layers]
+    weights = torch.randn(num_experts, sum(a * b + b for a, b in itertools.pairwise(dims)))
+    seconds = []
+    for _ in range(reads):
+        start = time.perf_counter()
+        weights.sum()
+        seconds.append(time.perf_counter() - start)
+    return weights.numel() * 4 / 1e6, float(np.median(seconds)) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -153,7 +175,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--embeddings", nargs="+", default=["fp32", "int8"], choices=["fp32", "fp16", "int8"])
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc returning freed buffers to the OS (every request page-faults them in again)")
     args = parser.parse_args()
+    if not args.default_allocator:
+        keep_freed_memory()  # what a CPU server should do (docs/serving.md): no page faults on per-request buffers
     args.in_features = args.in_features or (64 if args.quick else 128)
     args.expert_layers = args.expert_layers or ([32, 16] if args.quick else [128, 64])
     args.table_rows = args.table_rows or (10_000 if args.quick else 100_000)
@@ -163,14 +189,16 @@ def main() -> None:
         folder = Path(tmp)
         paths, mean_u = export_all(args, folder)
         torch.save(request(max(args.candidates), args.table_rows, 0), folder / "request.pt")
+        keep = not args.default_allocator
         with ThreadPoolExecutor(len(paths)) as pool:  # one fresh process each, all at once: nothing is timed yet
-            rss = dict(zip(paths, tqdm(pool.map(lambda p: peak_rss_mb(p, folder / "request.pt"), paths.values()),
+            rss = dict(zip(paths, tqdm(pool.map(lambda p: peak_rss_mb(p, folder / "request.pt", keep), paths.values()),
                                        total=len(paths), desc="peak RSS"), strict=True))
         size = {name: p.stat().st_size / 1e6 for name, p in paths.items()}
         models = {name: torch.jit.load(str(p)).eval() for name, p in paths.items()}
-        results = []
+        results, floors = [], {}
         for threads in args.threads:
             torch.set_num_threads(threads)
+            floors[threads] = weight_read_ms(args.experts, args.in_features, args.expert_layers)
             for C in args.candidates:
                 times = time_requests(models, C, args.requests, args.table_rows, args.warmup)
                 for name, ts in times.items():
@@ -181,7 +209,8 @@ def main() -> None:
     print(f"\nE={args.experts} T={args.tasks} K_s={args.k_shared} K_a={args.k_adaptive}, D={args.in_features}, "
           f"experts {'->'.join(map(str, [args.in_features, *args.expert_layers]))}, {len(FEATURES)} tables of "
           f"{args.table_rows}x{args.dim}; SMES mean |U| = {mean_u:.2f}; {args.requests} requests per cell, "
-          f"interleaved; {time.perf_counter() - started:.0f} s\n")
+          f"interleaved; allocator: {'glibc default' if args.default_allocator else 'freed memory kept'}; "
+          f"{time.perf_counter() - started:.0f} s\n")
     print("| model | threads | C | p50 ms | p99 ms | candidates/s | package MB | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -198,9 +227,14 @@ def main() -> None:
                 p99 = {n: by[(f"{n} {emb}", threads, C)]["p99_ms"] for n in names}
                 print(f"| {emb} | {threads} | {C} | {p99['smes'] / p99[names[1]]:.3f} "
                       f"| {p99['smes'] / p99[names[2]]:.3f} | {p99['smes'] / p99['naive_topk']:.3f} |")
+    for threads, (mb, ms) in floors.items():
+        print(f"\nmemory floor, {threads} thread(s): the {args.experts} experts' weights are {mb:.1f} MB; one pass "
+              f"over them takes {ms:.2f} ms. A request whose rows reach every expert cannot be faster, while the "
+              f"equal-FLOP model reads {round(mean_u)} experts' weights.")
     if args.json:
+        weight_read = {str(t): {"mb": mb, "ms": ms} for t, (mb, ms) in floors.items()}
         args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"},
-                                         "mean_u": mean_u, "results": results}, indent=1))
+                                         "mean_u": mean_u, "results": results, "weight_read": weight_read}, indent=1))
 
 
 if __name__ == "__main__":

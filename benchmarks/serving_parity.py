@@ -2,6 +2,8 @@
 
 Exports the checkpoint with fp32 and int8 (row-wise) embeddings, scores the split with each package and with the
 checkpoint itself through ``apps/predict.py``'s code, and prints one row per task (figures for docs/serving.md).
+For an arch with top-K routing it then shows where the quantized scores move: the share of rows whose routed experts
+change when the embeddings are quantized (a discrete switch), and max |dp| on those rows against all others.
 
     .venv/bin/python benchmarks/serving_parity.py --checkpoint runs/kuairand_subset --split test
 """
@@ -17,7 +19,8 @@ import pyarrow.parquet as pq
 import torch
 
 from smes_rec.metrics.auc import auc, gauc
-from smes_rec.serving.export import export_checkpoint
+from smes_rec.serving.checkpoint import load_checkpoint
+from smes_rec.serving.export import export_checkpoint, quantize_ranker
 from smes_rec.serving.predict import PredictConfig, predict
 from smes_rec.serving.scorer import load_scorer
 
@@ -57,6 +60,34 @@ def main() -> None:
             cells.append(f"{float((p - p_ref).abs().max()):.1e} | {float(auc(p, labels)) - a_ref:+.5f} | "
                          f"{float(gauc(p, labels, groups).value) - g_ref:+.5f}")
         print(f"| {task.name} | {int(labels.sum())} | {a_ref:.4f} | {g_ref:.4f} | {' | '.join(cells)} |")
+
+    print("\n| embeddings | rows | rows whose routing changed | max\\|dp\\| on them | max\\|dp\\| on the others |")
+    print("|---|---|---|---|---|")
+    for e in args.embeddings:
+        rows, changed, on, off = routing_changes(args.checkpoint, args.split, e)
+        print(f"| {e} | {rows} | {changed} ({changed / rows:.2%}) | {on:.1e} | {off:.1e} |")
+
+
+def routing_changes(checkpoint: str, split: str, embeddings: str) -> tuple[int, int, float, float]:
+    """Rows of the split whose routing differs between the checkpoint and its quantized copy, and max |dp|.
+
+    Returns:
+        ``(rows, rows with a changed routing, max |dp| on those rows, max |dp| on the others)``.
+    """
+    loaded = load_checkpoint(checkpoint)
+    quantized = quantize_ranker(loaded.ranker, loaded.data.feature_names, embeddings).ranker
+    changed, dp = [], []
+    with torch.no_grad():
+        for batch in loaded.data.batches(split, 0, 0):
+            real_B = (batch.weights > 0).any(dim=0)  # the last batch is padded with zero-weight rows
+            ref = loaded.ranker(batch.dense_features, batch.sparse_features)
+            out = quantized(batch.dense_features, batch.sparse_features)
+            changed.append((ref.routing.ids_BTK != out.routing.ids_BTK).flatten(1).any(dim=1)[real_B])
+            dp.append((ref.logits.sigmoid() - out.logits.sigmoid()).abs().amax(dim=0)[real_B])
+    changed_R, dp_R = torch.cat(changed), torch.cat(dp)
+    on = float(dp_R[changed_R].max()) if changed_R.any() else 0.0
+    off = float(dp_R[~changed_R].max()) if not changed_R.all() else 0.0
+    return changed_R.numel(), int(changed_R.sum()), on, off
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torchrec.inference.modules import quantize_inference_model
 
 import smes_rec
 from smes_rec.models.ranker import Ranker
+from smes_rec.modules.smes import SMESArch
 from smes_rec.serving.checkpoint import load_checkpoint
 from smes_rec.serving.module import ServingModule
 from smes_rec.serving.package import MANIFEST, MODEL_FILE, PACKAGE_FORMAT, file_digests
@@ -32,9 +33,31 @@ from smes_rec.serving.transform import save_transform
 from smes_rec.utils.config import to_mapping
 from smes_rec.utils.files import write_json
 
-__all__ = ["EMBEDDING_DTYPES", "export_checkpoint", "script_ranker"]
+__all__ = ["EMBEDDING_DTYPES", "export_checkpoint", "quantize_ranker", "script_ranker"]
 
 EMBEDDING_DTYPES = {"int8": torch.int8, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def quantize_ranker(ranker: Ranker, feature_names: Sequence[str], embeddings: str = "int8") -> ServingModule:
+    """A copy of the ranker behind :class:`ServingModule`, its embeddings quantized by torchrec (eager, unscripted).
+
+    Args:
+        ranker: The unsharded ranker (left unchanged: a copy is quantized).
+        feature_names: Sparse features in KJT key order.
+        embeddings: Embedding weight type: ``int8`` (row-wise, the default), ``fp16`` or ``fp32``.
+
+    Returns:
+        The quantized module; its ``ranker`` still returns the full output (logits, auxiliary loss, routing).
+    """
+    if embeddings not in EMBEDDING_DTYPES:
+        raise ValueError(f"embeddings must be one of {sorted(EMBEDDING_DTYPES)}, got {embeddings!r}")
+    module = ServingModule(copy.deepcopy(ranker), feature_names).eval()
+    for arch in module.modules():
+        if isinstance(arch, SMESArch):  # sparse execution: few rows per expert run faster output-major
+            arch.experts.store_output_major()
+    quantized: ServingModule = quantize_inference_model(module, quantization_dtype=EMBEDDING_DTYPES[embeddings],
+                                                        output_dtype=torch.float32)
+    return quantized
 
 
 def script_ranker(ranker: Ranker, feature_names: Sequence[str], embeddings: str = "int8") -> torch.jit.ScriptModule:
@@ -48,12 +71,7 @@ def script_ranker(ranker: Ranker, feature_names: Sequence[str], embeddings: str 
     Returns:
         The scripted module: ``(dense_BD, values_N, lengths_FB) -> probabilities [T, B]``.
     """
-    if embeddings not in EMBEDDING_DTYPES:
-        raise ValueError(f"embeddings must be one of {sorted(EMBEDDING_DTYPES)}, got {embeddings!r}")
-    module = ServingModule(copy.deepcopy(ranker), feature_names).eval()
-    quantized = quantize_inference_model(module, quantization_dtype=EMBEDDING_DTYPES[embeddings],
-                                         output_dtype=torch.float32)
-    graph_module = torchrec.fx.symbolic_trace(quantized)
+    graph_module = torchrec.fx.symbolic_trace(quantize_ranker(ranker, feature_names, embeddings))
     # Training-only outputs (aux loss, routing telemetry) have no users here: drop them from the serving graph.
     graph_module.graph.eliminate_dead_code()
     graph_module.recompile()

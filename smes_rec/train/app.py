@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from smes_rec.data.fitted import load_fitted_transform
 from smes_rec.evaluation.report import metrics_table
@@ -21,7 +20,7 @@ from smes_rec.train.build import Placement, build_for_training
 from smes_rec.train.checkpoint import CheckpointManager
 from smes_rec.train.config import TrainConfig
 from smes_rec.train.data import LoaderSource
-from smes_rec.train.distributed import DistContext, init_distributed
+from smes_rec.train.distributed import DistContext, from_rank0, init_distributed
 from smes_rec.train.lock import RunLock, RunLockedError
 from smes_rec.train.loop import Trainer
 from smes_rec.utils.config import to_mapping
@@ -51,28 +50,30 @@ def _prepare_output(output: Path) -> None:
         raise OutputDirError(f"output_dir {output} is not writable: {e.strerror or e}") from None
 
 
-def _lock_output(output: Path, ctx: DistContext) -> RunLock | None:
+def _lock_output(output: Path) -> RunLock | None:
     """Rank 0 prepares and locks the output folder; every rank raises the same error if that failed.
 
     Returns:
         The held lock on rank 0, None elsewhere.
     """
-    lock: RunLock | None = None
-    problem: list[str | None] = [None]
-    if ctx.rank == 0:
+    locks: list[RunLock] = []
+
+    def prepare_and_lock() -> str | None:
         try:
             _prepare_output(output)
             lock = RunLock(output)
             lock.acquire()
         except (OutputDirError, RunLockedError) as e:
-            problem[0] = str(e)
+            return str(e)
         except OSError as e:
-            problem[0] = f"output_dir {output}: cannot create the lock file: {e.strerror or e}"
-    if ctx.world_size > 1:
-        dist.broadcast_object_list(problem, src=0)
-    if problem[0] is not None:
-        raise OutputDirError(problem[0])
-    return lock
+            return f"output_dir {output}: cannot create the lock file: {e.strerror or e}"
+        locks.append(lock)
+        return None
+
+    problem = from_rank0(prepare_and_lock)
+    if problem is not None:
+        raise OutputDirError(problem)
+    return locks[0] if locks else None
 
 
 def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, TaskMetrics]:
@@ -96,7 +97,7 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[s
     started = time.perf_counter()
     ctx = init_distributed(cfg.device)
     output = Path(cfg.output_dir)
-    lock = _lock_output(output, ctx)
+    lock = _lock_output(output)
     try:
         if not resume and CheckpointManager(output / "checkpoints").step_folders():
             raise FileExistsError(

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
+from smes_rec.train.distributed import from_rank0
 from smes_rec.utils.files import sha256_file
 
 __all__ = [
@@ -164,19 +165,19 @@ class CheckpointManager:
 
         Rank 0 verifies and every rank gets its answer (call it on every rank).
         """
-        answer: list[Any] = [None, []]
-        if _rank() == 0:
+
+        def newest_intact() -> tuple[Path | None, list[Skipped]]:
+            skipped: list[Skipped] = []
             for folder in reversed(self.step_folders()):
                 try:
                     verify_checkpoint(folder)
                 except CheckpointDamagedError as e:
-                    answer[1].append(Skipped(folder, str(e)))
+                    skipped.append(Skipped(folder, str(e)))
                     continue
-                answer[0] = folder
-                break
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.broadcast_object_list(answer, src=0)
-        return answer[0], answer[1]
+                return folder, skipped
+            return None, skipped
+
+        return from_rank0(newest_intact)
 
     def resume_point(self, say: Callable[[str], None]) -> Path | None:
         """The checkpoint a resume continues from: the newest intact one, damaged newer ones set aside.
@@ -297,16 +298,17 @@ class CheckpointManager:
 
 def _verify_on_rank0(path: Path) -> None:
     """Rank 0 verifies ``path``; every rank raises the same :class:`CheckpointDamagedError` if it is damaged."""
-    problem: list[str | None] = [None]
-    if _rank() == 0:
+
+    def damage() -> str | None:
         try:
             verify_checkpoint(path)
         except CheckpointDamagedError as e:
-            problem[0] = str(e)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast_object_list(problem, src=0)
-    if problem[0] is not None:
-        raise CheckpointDamagedError(problem[0])
+            return str(e)
+        return None
+
+    problem = from_rank0(damage)
+    if problem is not None:
+        raise CheckpointDamagedError(problem)
 
 
 def load_model_weights(path: str | Path, model: nn.Module, verify: bool = True) -> dict[str, Any]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_distributed"]
+__all__ = ["DistContext", "from_rank0", "init_distributed"]
+
+T = TypeVar("T")
 
 
 class DistContext(NamedTuple):
@@ -56,3 +59,18 @@ def init_distributed(device: str = "auto") -> DistContext:
             rendezvous = os.path.join(tempfile.mkdtemp(prefix="smes-rendezvous-"), "init")
             dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=0, world_size=1)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+
+
+def from_rank0(compute: Callable[[], T]) -> T:
+    """Runs ``compute`` on rank 0 alone and returns its (picklable) result on every rank.
+
+    For checks that must run once (verifying a checkpoint, locking the output folder) but whose outcome every rank
+    needs, so that all ranks raise the same error together instead of some waiting in a collective. Call it on
+    every rank; without a process group, or with one rank, it just calls ``compute``.
+    """
+    on_rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    box: list[Any] = [compute() if on_rank0 else None]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    result: T = box[0]
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -105,6 +106,10 @@ def test_serving_prints_latency_rows_and_goal_ratios(tmp_path: Path) -> None:
         assert 0 < p50 <= p99 and throughput > 0 and size > 0 and rss > 50
     ratios = [r for r in rows if r[0] == "int8"]
     assert [r[2] for r in ratios] == ["4", "16"] and all(re.match(NUMBER, c) for r in ratios for c in r[3:])
+    floor = re.search(r"the 8 experts' weights are ([0-9.]+) MB; one pass over them takes ([0-9.]+) ms", out)
+    assert floor is not None, out
+    weight_read = json.loads((tmp_path / "r.json").read_text())["weight_read"]["1"]
+    assert weight_read["mb"] == 8 * (16 * 8 + 8 + 8 * 8 + 8) * 4 / 1e6 and weight_read["ms"] > 0
 
 
 def test_exact_ids_compares_hash_and_vocab_on_kuairand(tmp_path: Path) -> None:

@@ -40,6 +40,22 @@ def test_dense_paths_match_per_group_loop() -> None:
     torch.testing.assert_close(mlp.forward_per_group(x_GBD), expected)
 
 
+def test_output_major_storage_keeps_every_product() -> None:
+    torch.manual_seed(2)
+    mlp = GroupedMLP(4, 8, [16, 8])
+    counts = torch.tensor([2, 0, 5, 3])
+    offsets, group_P = counts.cumsum(0).to(torch.int32), torch.repeat_interleave(torch.arange(4), counts)
+    x = torch.randn(int(counts.sum()), 8)
+    before = [w.detach().clone() for w in mlp.weights]
+    expected = mlp(x, offsets, group_P)
+    mlp.store_output_major()
+    for w, old in zip(mlp.weights, before, strict=True):
+        assert w.shape == old.shape and torch.equal(w, old)  # same values behind the same [G, d_in, d_out] view
+        assert w.transpose(1, 2).is_contiguous() and not w.is_contiguous()  # each group's [d_out, d_in] block
+    torch.testing.assert_close(mlp(x, offsets, group_P), expected)
+    torch.testing.assert_close(mlp.forward_all(x), torch.stack([expert_mlp(mlp, g, x) for g in range(4)]))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"num_groups": 0, "in_features": 3, "layer_widths": [2]}, "num_groups"),
     ({"num_groups": 2, "in_features": 3, "layer_widths": []}, "layer_widths"),

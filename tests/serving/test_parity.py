@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +21,7 @@ from smes_rec.serving.checkpoint import load_checkpoint
 from smes_rec.serving.export import export_checkpoint
 from smes_rec.serving.predict import PredictConfig, predict
 from smes_rec.serving.scorer import load_scorer
+from tests.conftest import REPO_ROOT
 from tests.serving.helpers import eager_probs, max_abs_diff, score_isolated, split_requests
 
 ARCHS = typing.get_args(ArchName)  # every arch the factory builds, including ones added later
@@ -98,3 +103,27 @@ def test_int8_export_keeps_auc_and_gauc(tiny_runs: Callable[[str], Path], tmp_pa
             assert abs(float(g_int8.value) - float(g_ckpt.value)) <= 1e-3, task.name
             gauc_checked += 1
     assert gauc_checked >= 2
+
+
+def test_parity_benchmark_reports_deltas_and_routing_changes(tiny_runs: Callable[[str], Path]) -> None:
+    """benchmarks/serving_parity.py on a tiny SMES run: fp32 is exact and switches no routing; int8 is counted."""
+    run = tiny_runs("smes")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "serving_parity.py"), "--checkpoint",
+                           str(run), "--split", "test"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = int(re.search(r"test split, (\d+) rows", proc.stdout).group(1))  # type: ignore[union-attr]
+    tasks = [line for line in proc.stdout.splitlines()  # the per-task table: 10 cells, deltas in e-notation
+             if line.startswith("| ") and line.count("|") == 11 and "e+" in line]
+    assert tasks, proc.stdout
+    for line in tasks:
+        fp32_max_dp = float(line.strip("|").split("|")[4])
+        assert fp32_max_dp <= 1e-5, line
+    changes = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")]
+               for line in proc.stdout.splitlines() if re.match(r"\| (fp32|int8) \| \d+ \|", line)}
+    assert changes["fp32"][1] == changes["int8"][1] == str(rows)
+    assert changes["fp32"][2] == "0 (0.00%)" and float(changes["fp32"][4]) <= 1e-5
+    changed_int8 = int(changes["int8"][2].split()[0])
+    assert 0 <= changed_int8 <= rows
+    assert float(changes["int8"][4]) <= 1e-3  # rows that keep their experts move by the int8 step only
