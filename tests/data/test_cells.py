@@ -3,6 +3,7 @@ variants, and bad input."""
 
 from __future__ import annotations
 
+import datetime
 import gzip
 from pathlib import Path
 
@@ -290,6 +291,23 @@ def test_split_by_time(tmp_path: Path) -> None:
         lo, hi = {"train": (0, 20220408), "valid": (20220408, 20220410), "test": (20220410, 10**9)}[name]
         assert ((days >= lo) & (days < hi)).all()
     assert len(seen["train"]) == 210 and len(seen["valid"]) == 60 and len(seen["test"]) == 30
+
+
+def test_split_by_a_date_column_and_a_bound_that_is_no_date(tmp_path: Path) -> None:
+    n = 40
+    days = [datetime.date(2022, 4, 1) + datetime.timedelta(days=int(d)) for d in np.arange(n) % 10]
+    pq.write_table(pa.table({"row": np.arange(n), "day": pa.array(days, pa.date32()), "click": np.arange(n) % 2}),
+                   tmp_path / "d.parquet")
+    schema = tmp_path / "schema.yaml"
+    write_schema(schema, {"files": ["d.parquet"], "group": "row", "time": "day",
+                          "tasks": [{"name": "click", "column": "click", "positive": [1]}]})
+    valid = _batches(schema, ["d.parquet"], which="valid", batch_size=4, shuffle=False,
+                     split=SplitConfig(by="time", valid_start="2022-04-08", test_start="2022-04-10"))
+    rows = [r for b in valid for r in b.group_ids.tolist() if r >= 0]
+    assert sorted(rows) == [r for r in range(n) if r % 10 in (7, 8)]
+    with pytest.raises(ConfigError, match=r"cannot compare 'next week' with column 'day' of type date32"):
+        _batches(schema, ["d.parquet"], which="valid", batch_size=4, shuffle=False,
+                 split=SplitConfig(by="time", valid_start="next week"))
 
 
 def test_parquet_list_columns_are_multi_valued(tmp_path: Path) -> None:
