@@ -29,7 +29,6 @@ from smes_rec.utils.memory import keep_freed_memory
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_memory()  # every step and batch reallocates the same large buffers: reuse their pages
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a serving package, or a checkpoint / checkpoints / run folder")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -53,4 +52,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # a process-wide setting: the process, not main(), owns it (tests call main in-process)
     sys.exit(main())

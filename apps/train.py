@@ -30,7 +30,6 @@ EXIT_NON_FINITE_LOSS = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_memory()  # every step and batch reallocates the same large buffers: reuse their pages
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -57,4 +56,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # a process-wide setting: the process, not main(), owns it (tests call main in-process)
     sys.exit(main())

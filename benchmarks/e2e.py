@@ -72,19 +72,20 @@ def _job(rank: int, world_size: int, workdir: str, data_cfg: DataConfig, model: 
 
     pipeline = TrainPipelineSparseDist(built.model, built.optimizer, ctx.device)
     batches = data.batches("train", 0, 0)
-    routed = []  # the routing ids, read after the timed steps (a host read per step would stall the pipeline)
+    routed = []  # the timed steps' routing ids, read afterwards (a host read per step would stall the pipeline)
     for i in range(warmup + steps):
         if i == warmup:
             dist.barrier()
             start = time.perf_counter()
         out = pipeline.progress(batches)
-        routed.append(out.routing)
+        if i >= warmup:
+            routed.append(out.routing.ids_BTK)
     dist.barrier()
     seconds = time.perf_counter() - start
-    unique = [float(routing_stats(r.ids_BTK, r.probs_BTE.size(-1)).num_unique_B.float().mean()) for r in routed]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    unique = [float(routing_stats(ids, model.num_experts).num_unique_B.float().mean()) for ids in routed]
     result = {"examples_per_s": steps * data_cfg.batch_size * world_size / seconds, "peak_rss_mb": peak_mb,
-              "mean_unique": statistics.mean(unique[warmup:])}
+              "mean_unique": statistics.mean(unique)}
     (Path(workdir) / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 

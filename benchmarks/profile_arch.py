@@ -1,7 +1,7 @@
 """Where an SMES step spends its time, stage by stage, next to the equal-FLOP dense MMoE.
 
 Every stage of ``SMESArch.forward`` (router projection, routing, dispatch plan, gather, experts, combine, the
-balancing loss and telemetry) is timed alone, forward+backward, on the inputs a real step gives it; the dense
+balancing loss) is timed alone, forward+backward, on the inputs a real step gives it; the dense
 MMoE with E' = mean |U| experts is split the same way. All closures run interleaved, round after round, in one
 process, and the table prints medians and each stage's share of the whole SMES step.
 
@@ -58,9 +58,6 @@ def smes_stages(arch: SMESArch, h_BD: torch.Tensor) -> dict[str, Callable[[], No
     h, logits, x, y, gates = (_leaf(t) for t in (h_BD, logits_BTE, x_PD, y_PH, routing.gates_BTK))
     probs = _leaf(routing.probs_BTE)
 
-    def loss_and_telemetry() -> torch.Tensor:  # routing statistics are no longer computed in the forward
-        return multi_gate_load_balance_loss(probs, routing.ids_BTK, E)
-
     return {
         "router projection (D -> T*E)": _fwd_bwd(lambda: arch.gates(h), arch, h),
         "routing (softmax, stage I + II top-k, gates)": _fwd_bwd(
@@ -71,7 +68,7 @@ def smes_stages(arch: SMESArch, h_BD: torch.Tensor) -> dict[str, Callable[[], No
         "experts (grouped GEMMs, bias, ReLU)": _fwd_bwd(
             lambda: arch.experts(x, plan.offsets_E, plan.expert_of_row_P), arch, x),
         "combine (gated sum per task)": _fwd_bwd(lambda: combine(y, plan.row_BTK, gates), arch, y, gates),
-        "balancing loss + telemetry": _fwd_bwd(loss_and_telemetry, arch, probs),
+        "balancing loss": _fwd_bwd(lambda: multi_gate_load_balance_loss(probs, routing.ids_BTK, E), arch, probs),
     }
 
 

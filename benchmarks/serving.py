@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import interleaved_medians
 from tqdm import tqdm
 
 from smes_rec.data.schema import TableSpec
@@ -146,14 +147,9 @@ def weight_read_ms(num_experts: int, in_features: int, layers: list[int], reads:
     A request whose C * mean|U| dispatched rows spread over every expert must stream every expert's weights once,
     whatever the FLOPs; this is the time of that stream alone, at the current thread count.
     """
-    dims = [in_features, *layers]
-    weights = torch.randn(num_experts, sum(a * b + b for a, b in itertools.pairwise(dims)))
-    seconds = []
-    for _ in range(reads):
-        start = time.perf_counter()
-        weights.sum()
-        seconds.append(time.perf_counter() - start)
-    return weights.numel() * 4 / 1e6, float(np.median(seconds)) * 1e3
+    weights = torch.randn(num_experts, sum(a * b + b for a, b in itertools.pairwise([in_features, *layers])))
+    seconds = interleaved_medians({"read": weights.sum}, reads, desc="weight read")["read"]
+    return weights.numel() * 4 / 1e6, seconds * 1e3
 
 
 def main() -> None:

@@ -63,31 +63,37 @@ def main() -> None:
 
     print("\n| embeddings | rows | rows whose routing changed | max\\|dp\\| on them | max\\|dp\\| on the others |")
     print("|---|---|---|---|---|")
-    for e in args.embeddings:
-        rows, changed, on, off = routing_changes(args.checkpoint, args.split, e)
+    for e, (rows, changed, on, off) in routing_changes(args.checkpoint, args.split, args.embeddings).items():
         print(f"| {e} | {rows} | {changed} ({changed / rows:.2%}) | {on:.1e} | {off:.1e} |")
 
 
-def routing_changes(checkpoint: str, split: str, embeddings: str) -> tuple[int, int, float, float]:
-    """Rows of the split whose routing differs between the checkpoint and its quantized copy, and max |dp|.
+def routing_changes(checkpoint: str, split: str, embeddings: list[str]) -> dict[str, tuple[int, int, float, float]]:
+    """Rows of the split whose routing differs between the checkpoint and each quantized copy, and max |dp|.
+
+    One pass over the split: the checkpoint's outputs are computed once per batch and compared with every copy.
 
     Returns:
-        ``(rows, rows with a changed routing, max |dp| on those rows, max |dp| on the others)``.
+        Per embedding type, ``(rows, rows with a changed routing, max |dp| on those rows, max |dp| on the others)``.
     """
     loaded = load_checkpoint(checkpoint)
-    quantized = quantize_ranker(loaded.ranker, loaded.data.feature_names, embeddings).ranker
-    changed, dp = [], []
+    copies = {e: quantize_ranker(loaded.ranker, loaded.data.feature_names, e).ranker for e in embeddings}
+    changed: dict[str, list[torch.Tensor]] = {e: [] for e in embeddings}
+    dp: dict[str, list[torch.Tensor]] = {e: [] for e in embeddings}
     with torch.no_grad():
         for batch in loaded.data.batches(split, 0, 0):
             real_B = (batch.weights > 0).any(dim=0)  # the last batch is padded with zero-weight rows
             ref = loaded.ranker(batch.dense_features, batch.sparse_features)
-            out = quantized(batch.dense_features, batch.sparse_features)
-            changed.append((ref.routing.ids_BTK != out.routing.ids_BTK).flatten(1).any(dim=1)[real_B])
-            dp.append((ref.logits.sigmoid() - out.logits.sigmoid()).abs().amax(dim=0)[real_B])
-    changed_R, dp_R = torch.cat(changed), torch.cat(dp)
-    on = float(dp_R[changed_R].max()) if changed_R.any() else 0.0
-    off = float(dp_R[~changed_R].max()) if not changed_R.all() else 0.0
-    return changed_R.numel(), int(changed_R.sum()), on, off
+            for e, quantized in copies.items():
+                out = quantized(batch.dense_features, batch.sparse_features)
+                changed[e].append((ref.routing.ids_BTK != out.routing.ids_BTK).flatten(1).any(dim=1)[real_B])
+                dp[e].append((ref.logits.sigmoid() - out.logits.sigmoid()).abs().amax(dim=0)[real_B])
+    result = {}
+    for e in embeddings:
+        changed_R, dp_R = torch.cat(changed[e]), torch.cat(dp[e])
+        on = float(dp_R[changed_R].max()) if changed_R.any() else 0.0
+        off = float(dp_R[~changed_R].max()) if not changed_R.all() else 0.0
+        result[e] = (changed_R.numel(), int(changed_R.sum()), on, off)
+    return result
 
 
 if __name__ == "__main__":

@@ -106,8 +106,7 @@ class FeatureProcessor:
     """
 
     def __init__(self, schema: DatasetSchema, plan: ColumnPlan, fitted: FittedTransform | None = None) -> None:
-        self.schema, self.plan = schema, plan
-        self.fitted = fitted
+        self.schema = schema
         self._stats: dict[str, tuple[float, float]] = {}
         for f in schema.dense:
             if f.transform == "standardize":

@@ -64,7 +64,7 @@ class DataSource:
         self.schema, self.files, self.units, self.plan = schema, files, units, plan
         self.file_cache = file_cache if file_cache is not None else FileCache()
         self.split, self.cache_dir = split, cache_dir
-        self.time_column = (split.column or schema.time) if split.by == "time" else None
+        self.time_column = _time_column(split, schema)
         self.read_columns = plan.log_columns + tuple(
             c for c in [self.time_column] if c is not None and c not in plan.log_columns
         )
@@ -142,7 +142,7 @@ class DataSource:
             infos.append(info)
             units.extend(us)
         plan = ColumnPlan.build(schema, infos[0].column_names, infos[0].path)
-        time_column = (split.column or schema.time) if split.by == "time" else None
+        time_column = _time_column(split, schema)
         if split.by == "time" and not time_column:
             raise ConfigError("split.column: a time split needs a column (set split.column or `time` in the schema)")
         for info in infos:
@@ -280,3 +280,8 @@ class DataSource:
         for u in range(len(self.units)):
             if counts[u]:
                 yield self.read(u, split, table=self.read_unit(u, columns))
+
+
+def _time_column(split: SplitConfig, schema: DatasetSchema) -> str | None:
+    """The column a time split reads (``split.column``, else the schema's ``time``); None for a random split."""
+    return (split.column or schema.time) if split.by == "time" else None

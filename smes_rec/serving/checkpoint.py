@@ -14,6 +14,7 @@ from smes_rec.evaluation.checkpoint import (
 )
 from smes_rec.models.ranker import Ranker
 from smes_rec.serving.transform import FrozenTransform
+from smes_rec.train.build import build_train_wrapper
 from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
 from smes_rec.train.config import TrainConfig
 from smes_rec.train.data import LoaderSource
@@ -50,8 +51,6 @@ def load_checkpoint(checkpoint: str | Path) -> LoadedCheckpoint:
     Returns:
         The :class:`LoadedCheckpoint`.
     """
-    from smes_rec.train.build import build_train_wrapper
-
     path = resolve_checkpoint(checkpoint)
     meta = CheckpointManager.read_meta(path)
     cfg = load_run_config(meta, source=str(path))
