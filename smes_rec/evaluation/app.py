@@ -34,7 +34,7 @@ from smes_rec.evaluation.report import build_summary, write_metrics_json, write_
 from smes_rec.evaluation.stream import EvalResult, evaluate_stream, unsharded_outputs
 from smes_rec.evaluation.telemetry import activation_bound
 from smes_rec.train.build import Placement, build_for_eval, build_train_wrapper
-from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
+from smes_rec.train.checkpoint import CheckpointManager, load_weights
 from smes_rec.train.config import TrainConfig
 from smes_rec.train.data import LoaderSource
 from smes_rec.train.distributed import init_distributed
@@ -148,7 +148,7 @@ def _unsharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg:
     data = LoaderSource(run_cfg.data, 0, 1, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     wrapper = build_train_wrapper(run_cfg.model, data, "cpu")
-    load_model_weights(checkpoint, wrapper, verify=False)  # resolve_checkpoint verified it
+    load_weights(checkpoint, wrapper, no_dist=True)  # resolve_checkpoint verified it
     total = data.num_batches(cfg.split)
     batches = itertools.islice(data.batches(cfg.split, 0, 0), cfg.max_batches)
     return evaluate_stream(
@@ -164,8 +164,7 @@ def _sharded(cfg: EvalConfig, checkpoint: Path, meta: dict[str, Any], run_cfg: T
     data = LoaderSource(run_cfg.data, ctx.rank, ctx.world_size, fitted_transform_for(meta, checkpoint))
     _check_data(data, meta, checkpoint, cfg.split, run_cfg)
     model = build_for_eval(run_cfg.model, data, Placement(run_cfg.sharding, ctx.device, run_cfg.data.batch_size))
-    # Weights only, at any world size (resolve_checkpoint verified the folder).
-    CheckpointManager(checkpoint.parent).load(checkpoint, model, None, verify=False)
+    load_weights(checkpoint, model)  # every rank its shards, at any world size (resolve_checkpoint verified it)
     total = data.num_batches(cfg.split)
     batches = agreed_batches(data, cfg.split, ctx.device, limit=cfg.max_batches)
     return evaluate_stream(

@@ -15,7 +15,7 @@ from smes_rec.evaluation.checkpoint import (
 from smes_rec.models.ranker import Ranker
 from smes_rec.serving.transform import FrozenTransform
 from smes_rec.train.build import build_train_wrapper
-from smes_rec.train.checkpoint import CheckpointManager, load_model_weights
+from smes_rec.train.checkpoint import CheckpointManager, load_weights
 from smes_rec.train.config import TrainConfig
 from smes_rec.train.data import LoaderSource
 
@@ -58,6 +58,6 @@ def load_checkpoint(checkpoint: str | Path) -> LoadedCheckpoint:
     check_fingerprint(meta.get("data_fingerprint"),
                       data_fingerprint(data.task_names, data.feature_names, data.tables, data.num_dense), path)
     wrapper = build_train_wrapper(cfg.model, data, "cpu")
-    load_model_weights(path, wrapper, verify=False)  # resolve_checkpoint verified it
+    load_weights(path, wrapper, no_dist=True)  # resolve_checkpoint verified it
     return LoadedCheckpoint(path, meta, cfg, wrapper.model.eval(), data,
                             FrozenTransform(data.source.schema, data.fitted))

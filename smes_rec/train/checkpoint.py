@@ -38,6 +38,7 @@ __all__ = [
     "CheckpointManager",
     "Skipped",
     "load_model_weights",
+    "load_weights",
     "verify_checkpoint",
     "write_manifest",
 ]
@@ -328,10 +329,21 @@ def load_model_weights(path: str | Path, model: nn.Module, verify: bool = True) 
     if verify:
         verify_checkpoint(path)
     meta = CheckpointManager.read_meta(path)
-    state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=Path(path), no_dist=True)
-    model.load_state_dict(state["model"])
+    load_weights(path, model, no_dist=True)
     return meta
+
+
+def load_weights(path: str | Path, model: nn.Module, *, no_dist: bool = False) -> None:
+    """Loads a verified checkpoint's model weights, nothing else (no metadata read, no optimizer).
+
+    Args:
+        path: A complete, already verified checkpoint folder.
+        model: The model, sharded (every rank calls this) or unsharded (``no_dist=True``, one process).
+        no_dist: Load in this process alone, whatever process group exists.
+    """
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=Path(path), no_dist=no_dist)
+    model.load_state_dict(state["model"])
 
 
 def _rng_state() -> dict[str, Any]:
